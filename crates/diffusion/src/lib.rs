@@ -1,0 +1,1 @@
+//! Beta schedules and samplers, generic over `nn::Backend`: the scheduler coefficients are public scalars.

@@ -1,0 +1,1 @@
+//! Transport between the three MPC parties: framing, timeouts, and byte/round accounting.

@@ -1,0 +1,9 @@
+//! Neural-network layers and diffusion architectures, written once against the [`Backend`] trait
+//! so that the same model code runs in plaintext (`Plain`), in plaintext that reproduces the secure
+//! approximations (`Approx`), on secret shares (`Mpc`) and under an autograd framework (training).
+
+pub mod backend;
+pub mod error;
+
+pub use backend::{Backend, ConvSpec, Padding, ParamSource};
+pub use error::{Error, Result};
