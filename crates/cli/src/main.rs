@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "secdiff", version, about = "Private image generation with diffusion models")]
+#[command(
+    name = "secdiff",
+    version,
+    about = "Private image generation with diffusion models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

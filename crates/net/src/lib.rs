@@ -1,1 +1,44 @@
-//! Transport between the three MPC parties: framing, timeouts, and byte/round accounting.
+//! Transport between the three MPC parties: the [`Transport`] trait that protocols talk through,
+//! the byte and round [`Meter`] that attributes traffic to the protocol that caused it, and an
+//! in-memory mesh for tests and the single-process runner. The TCP (+TLS) transport lives in
+//! `tcp` and implements the same trait.
+
+mod error;
+mod local;
+mod meter;
+
+pub use error::NetError;
+pub use local::LocalMesh;
+pub use meter::{CostRecord, Meter, MeterScope};
+
+/// A party's index in the three-party computation: 0, 1 or 2.
+pub type PartyId = usize;
+
+/// Number of computing parties.
+pub const PARTIES: usize = 3;
+
+/// A party's links to the other two computing parties.
+///
+/// `send` never blocks on the peer (each link has its own sender), so two parties that send large
+/// messages to each other at the same time cannot deadlock. `recv` waits at most the transport's
+/// timeout and then fails with an error that names the peer. Messages on one link arrive in the
+/// order they were sent.
+pub trait Transport: Send + Sync {
+    /// This party's id.
+    fn id(&self) -> PartyId;
+    /// Queue `payload` for party `to`.
+    fn send(&self, to: PartyId, payload: Vec<u8>) -> Result<(), NetError>;
+    /// The next message from party `from`.
+    fn recv(&self, from: PartyId) -> Result<Vec<u8>, NetError>;
+    /// The byte and round counters of this party.
+    fn meter(&self) -> &Meter;
+
+    /// The party after this one (P_{i+1 mod 3}).
+    fn next(&self) -> PartyId {
+        (self.id() + 1) % PARTIES
+    }
+    /// The party before this one (P_{i-1 mod 3}).
+    fn prev(&self) -> PartyId {
+        (self.id() + PARTIES - 1) % PARTIES
+    }
+}

@@ -27,13 +27,23 @@ pub enum Padding {
     /// XLA/flax `SAME`: output size ceil(in / stride); the extra pad (if odd) goes after.
     Same,
     /// Explicit (top, bottom, left, right) zero padding.
-    Explicit { top: usize, bottom: usize, left: usize, right: usize },
+    Explicit {
+        top: usize,
+        bottom: usize,
+        left: usize,
+        right: usize,
+    },
 }
 
 impl Padding {
     /// Symmetric explicit padding on all four sides (PyTorch's `padding=p`).
     pub fn symmetric(p: usize) -> Self {
-        Padding::Explicit { top: p, bottom: p, left: p, right: p }
+        Padding::Explicit {
+            top: p,
+            bottom: p,
+            left: p,
+            right: p,
+        }
     }
 }
 
@@ -46,7 +56,10 @@ pub struct ConvSpec {
 
 impl ConvSpec {
     pub fn same(stride: usize) -> Self {
-        ConvSpec { stride, padding: Padding::Same }
+        ConvSpec {
+            stride,
+            padding: Padding::Same,
+        }
     }
 }
 
@@ -74,8 +87,13 @@ pub trait Backend {
     fn permute(&self, x: &Self::Tensor, perm: &[usize]) -> Result<Self::Tensor>;
     fn concat(&self, xs: &[&Self::Tensor], axis: usize) -> Result<Self::Tensor>;
     /// `len` entries of `axis` starting at `start`.
-    fn narrow(&self, x: &Self::Tensor, axis: usize, start: usize, len: usize)
-        -> Result<Self::Tensor>;
+    fn narrow(
+        &self,
+        x: &Self::Tensor,
+        axis: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<Self::Tensor>;
     /// Nearest-neighbour upsampling of an NCHW tensor by an integer factor.
     fn upsample_nearest2d(&self, x: &Self::Tensor, factor: usize) -> Result<Self::Tensor>;
 
@@ -93,8 +111,12 @@ pub trait Backend {
     /// Batched matrix product: (..., m, k) x (..., k, n) -> (..., m, n), equal batch dims.
     fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     /// `x @ w + b` over the last axis; `w` is (in, out).
-    fn linear(&self, x: &Self::Tensor, w: &Self::Param, b: Option<&Self::Param>)
-        -> Result<Self::Tensor>;
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Param,
+        b: Option<&Self::Param>,
+    ) -> Result<Self::Tensor>;
     fn conv2d(
         &self,
         x: &Self::Tensor,
@@ -153,7 +175,13 @@ pub trait Backend {
             let (l, s) = (self.shape(q)[1], self.shape(k)[1]);
             // A large negative public bias; every secure softmax maps it to (at most) 2^-f.
             let mask: Vec<f32> = (0..l * s)
-                .map(|i| if i % s > i / s + (s - l.min(s)) { -1e4 } else { 0.0 })
+                .map(|i| {
+                    if i % s > i / s + (s - l.min(s)) {
+                        -1e4
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             self.add(&scores, &self.public(&[1, l, s], &mask)?)?
         } else {

@@ -16,7 +16,11 @@ pub enum Error {
     MissingParam { name: String },
     /// A parameter exists but has the wrong shape.
     #[error("parameter `{name}` has shape {found:?}, expected {expected:?}")]
-    ParamShape { name: String, expected: Vec<usize>, found: Vec<usize> },
+    ParamShape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
     /// A model configuration that cannot describe a valid model.
     #[error("invalid model config: {0}")]
     Config(String),
@@ -30,6 +34,9 @@ pub enum Error {
 
 impl Error {
     pub fn shape(op: &'static str, detail: impl fmt::Display) -> Self {
-        Error::Shape { op, detail: detail.to_string() }
+        Error::Shape {
+            op,
+            detail: detail.to_string(),
+        }
     }
 }
