@@ -1,15 +1,26 @@
-//! Transport between the three MPC parties: the [`Transport`] trait that protocols talk through,
-//! the byte and round [`Meter`] that attributes traffic to the protocol that caused it, and an
-//! in-memory mesh for tests and the single-process runner. The TCP (+TLS) transport lives in
-//! `tcp` and implements the same trait.
+//! Transport between the three MPC parties and to the outside roles: the [`Transport`] trait
+//! that protocols talk through, the byte and round [`Meter`] that attributes traffic to the
+//! protocol that caused it, an in-memory mesh for tests and the single-process runner, and the
+//! TCP/TLS mesh ([`TcpMesh`]) for separate processes.
 
 mod error;
+mod frame;
+mod handshake;
+mod link;
 mod local;
+mod mesh;
 mod meter;
+mod peer;
+mod stream;
+pub mod tls;
 
-pub use error::NetError;
+pub use error::{ConfigError, NetError};
+pub use frame::{DEFAULT_MAX_FRAME, HEADER_LEN, PROTOCOL_VERSION};
 pub use local::LocalMesh;
+pub use mesh::{MeshOptions, TcpMesh};
 pub use meter::{CostRecord, Meter, MeterScope};
+pub use peer::Peer;
+pub use tls::TlsIdentity;
 
 /// A party's index in the three-party computation: 0, 1 or 2.
 pub type PartyId = usize;

@@ -55,7 +55,7 @@ impl Transport for LocalMesh {
         })?;
         self.meter.record_send(payload.len());
         link.send(payload)
-            .map_err(|_| NetError::Closed { peer: to })
+            .map_err(|_| NetError::Closed { peer: to.into() })
     }
 
     fn recv(&self, from: PartyId) -> Result<Vec<u8>, NetError> {
@@ -66,10 +66,10 @@ impl Transport for LocalMesh {
         })?;
         let msg = link.recv_timeout(self.timeout).map_err(|e| match e {
             RecvTimeoutError::Timeout => NetError::Timeout {
-                peer: from,
+                peer: from.into(),
                 timeout: self.timeout,
             },
-            RecvTimeoutError::Disconnected => NetError::Closed { peer: from },
+            RecvTimeoutError::Disconnected => NetError::Closed { peer: from.into() },
         })?;
         self.meter.record_recv();
         Ok(msg)
