@@ -150,7 +150,7 @@ impl CkksParams {
             ));
         }
         for &q in &self.moduli {
-            if q % 2 == 0 || q < (1 << 16) || q >= (1 << 61) {
+            if q % 2 == 0 || !((1 << 16)..(1 << 61)).contains(&q) {
                 return bad(format!(
                     "coefficient modulus {q} is not an odd prime of 17..=61 bits"
                 ));
@@ -690,8 +690,9 @@ impl ClientKeys {
                 format!("{} values decoded, {} expected", out.len(), x.len),
             ));
         }
+        // `f64::max` skips NaN, so finiteness is tested separately.
         let max_abs = out.iter().fold(0f64, |m, v| m.max(v.abs()));
-        if !(max_abs <= PLAUSIBLE_LIMIT) {
+        if max_abs > PLAUSIBLE_LIMIT || out.iter().any(|v| !v.is_finite()) {
             return Err(Error::Implausible { max_abs });
         }
         Ok(out)

@@ -4,9 +4,13 @@
 //!
 //! Licence: GPL-3.0 (sealy is GPL-3.0), unlike the rest of the workspace.
 
+pub mod bench;
 pub mod ckks;
 pub mod codec;
+pub mod coo;
 pub mod error;
+pub mod split;
+pub mod step;
 
 pub use ckks::{CkksContext, CkksParams, ClientKeys, EncryptedVector, KeyId, Packing, Preset};
 pub use error::{Error, Result};
