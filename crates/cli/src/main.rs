@@ -2,6 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "he")]
+mod he_bench;
+#[cfg(feature = "he")]
+mod he_util;
+
 #[derive(Parser)]
 #[command(
     name = "secdiff",
@@ -14,9 +19,34 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Benchmarks that print ratios measured side by side.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
+}
 
-fn main() {
+#[derive(Subcommand)]
+enum BenchTarget {
+    /// One HE-Diffusion denoising step: every element encrypted vs packed vs sparse (GPL build).
+    #[cfg(feature = "he")]
+    He(he_bench::BenchHeArgs),
+}
+
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Bench { target } => match target {
+            #[cfg(feature = "he")]
+            BenchTarget::He(args) => he_bench::run(args),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
