@@ -9,8 +9,11 @@ pub mod ckks;
 pub mod codec;
 pub mod coo;
 pub mod error;
+pub mod protocol;
 pub mod split;
 pub mod step;
+pub mod tcp;
+pub mod wire;
 
 pub use ckks::{CkksContext, CkksParams, ClientKeys, EncryptedVector, KeyId, Packing, Preset};
 pub use error::{Error, Result};
