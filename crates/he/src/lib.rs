@@ -9,6 +9,7 @@ pub mod ckks;
 pub mod codec;
 pub mod coo;
 pub mod error;
+pub mod metrics;
 pub mod protocol;
 pub mod split;
 pub mod step;
