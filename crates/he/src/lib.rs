@@ -4,6 +4,7 @@
 //!
 //! Licence: GPL-3.0 (sealy is GPL-3.0), unlike the rest of the workspace.
 
+pub mod attack;
 pub mod bench;
 pub mod ckks;
 pub mod codec;
