@@ -3,9 +3,11 @@
 //! protocol that caused it, an in-memory mesh for tests and the single-process runner, and the
 //! TCP/TLS mesh ([`TcpMesh`]) for separate processes.
 
+mod config;
 mod error;
 mod frame;
 mod handshake;
+pub mod keys;
 mod link;
 mod local;
 mod mesh;
@@ -14,8 +16,10 @@ mod peer;
 mod stream;
 pub mod tls;
 
+pub use config::PartiesConfig;
 pub use error::{ConfigError, NetError};
 pub use frame::{DEFAULT_MAX_FRAME, HEADER_LEN, PROTOCOL_VERSION};
+pub use keys::KeySet;
 pub use local::LocalMesh;
 pub use mesh::{MeshOptions, TcpMesh};
 pub use meter::{CostRecord, Meter, MeterScope};

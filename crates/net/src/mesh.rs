@@ -218,6 +218,16 @@ impl TcpMesh {
         Self::establish(id, &listener, addrs, opts, tls)
     }
 
+    /// Party `id` of the deployment in `cfg`: loads its TLS identity (if TLS is on), listens on
+    /// its mesh address and connects to the other two.
+    pub fn connect(cfg: &crate::PartiesConfig, id: PartyId) -> Result<TcpMesh, NetError> {
+        if id >= PARTIES {
+            return Err(NetError::Setup(format!("party id {id} is not 0, 1 or 2")));
+        }
+        let tls = cfg.tls_identity(Peer::Party(id))?;
+        Self::bind(id, &cfg.mesh, &cfg.mesh_options(), tls.as_ref())
+    }
+
     fn link(&self, peer: PartyId) -> Result<&Link, NetError> {
         self.links
             .get(peer)
