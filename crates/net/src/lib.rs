@@ -3,6 +3,7 @@
 //! protocol that caused it, an in-memory mesh for tests and the single-process runner, and the
 //! TCP/TLS mesh ([`TcpMesh`]) for separate processes.
 
+mod client;
 mod config;
 mod error;
 mod frame;
@@ -11,17 +12,20 @@ pub mod keys;
 mod link;
 mod local;
 mod mesh;
+mod message;
 mod meter;
 mod peer;
 mod stream;
 pub mod tls;
 
+pub use client::{connect_parties, connect_parties_at, PartyServer, RoleLink};
 pub use config::PartiesConfig;
 pub use error::{ConfigError, NetError};
 pub use frame::{DEFAULT_MAX_FRAME, HEADER_LEN, PROTOCOL_VERSION};
 pub use keys::KeySet;
 pub use local::LocalMesh;
 pub use mesh::{MeshOptions, TcpMesh};
+pub use message::Message;
 pub use meter::{CostRecord, Meter, MeterScope};
 pub use peer::Peer;
 pub use tls::TlsIdentity;
