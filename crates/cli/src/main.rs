@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod he_bench;
 #[cfg(feature = "he")]
 mod he_util;
+mod keygen;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +26,8 @@ enum Command {
         #[command(subcommand)]
         target: BenchTarget,
     },
+    /// Create a CA and TLS certificates for the parties, the client and the model owner.
+    Keygen(keygen::KeygenArgs),
 }
 
 #[derive(Subcommand)]
@@ -41,6 +44,7 @@ fn main() -> std::process::ExitCode {
             #[cfg(feature = "he")]
             BenchTarget::He(args) => he_bench::run(args),
         },
+        Command::Keygen(args) => keygen::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

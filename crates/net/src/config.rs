@@ -325,3 +325,21 @@ client = "127.0.0.1:7102"
         );
     }
 }
+
+#[cfg(test)]
+mod shipped_configs {
+    use super::*;
+
+    #[test]
+    fn the_example_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let plain = PartiesConfig::load(&dir.join("local-parties-plain.toml")).unwrap();
+        assert!(plain.tls_dir.is_none());
+        // The TLS example needs keys from `secdiff keygen`; without them it must say so.
+        let path = dir.join("local-parties.toml");
+        match PartiesConfig::load(&path) {
+            Ok(c) => assert_eq!(c.tls_dir, Some(dir.join("keys"))),
+            Err(e) => assert!(matches!(e, ConfigError::MissingTlsFile { .. }), "{e}"),
+        }
+    }
+}

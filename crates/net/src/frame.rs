@@ -197,21 +197,20 @@ impl<R: Read> FrameReader<R> {
         }
         let len = usize::try_from(len)
             .map_err(|_| self.bad(format!("frame #{seq} length {len} does not fit in memory")))?;
-        let mut payload = Vec::new();
-        // Grow in steps for very large claims, so a truncated stream does not first allocate the
-        // full claimed size.
-        const STEP: usize = 256 << 20;
-        let mut filled = 0;
-        while filled < len {
-            let target = len.min(filled + STEP);
-            payload.resize(target, 0);
-            let got = self.fill(&mut payload[filled..target])?;
-            filled += got;
-            if filled < target {
-                return Err(self.bad(format!(
-                    "truncated frame #{seq}: stream ended after {filled} of {len} payload bytes"
-                )));
-            }
+        // Reserve at most 256 MiB up front so a lying header cannot make us allocate its full
+        // claim; larger payloads grow as they arrive (realloc of large blocks is a remap).
+        let mut payload = Vec::with_capacity(len.min(256 << 20));
+        let read = (&mut self.inner).take(len as u64).read_to_end(&mut payload);
+        match read {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => {}
+            Err(e) => return Err(self.io(e)),
+        }
+        if payload.len() < len {
+            return Err(self.bad(format!(
+                "truncated frame #{seq}: stream ended after {} of {len} payload bytes",
+                payload.len()
+            )));
         }
         self.next_seq += 1;
         match kind {
