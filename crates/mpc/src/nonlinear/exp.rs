@@ -1,0 +1,200 @@
+//! exp on non-positive inputs (the exponential that softmax, sigmoid and friends need), with
+//! CipherDM's mask: inputs below -14 give exactly 0 (exp(-14) < 2^-18, one ulp at f = 18).
+//!
+//! Domain: `x` in `[-bound, 0]` (`bound` is the caller's promise on |x|; it sizes the mask's
+//! reduced-width comparison). Below -14 the result is 0. Small positive inputs up to +0.5 (what a
+//! fuzzy max-subtraction can leave) are accurate for `RangeReduced`; larger positive inputs are
+//! outside the domain (the result grows too slowly, never garbage up to +8). Inputs beyond
+//! `bound` are undefined.
+//!
+//! Methods:
+//! - `range_reduced` (ours, default): argument reduction by 16 and squaring four times:
+//!   exp(x) = p(x/16)^16 with p a cubic fitted for the error after squaring (2.2e-5 in exact
+//!   arithmetic; fixed-point rounding, amplified 16x by the squarings, adds up to ~6e-5).
+//! - `cipherdm_chebyshev`: CipherDM Table 3 (degree-7 Chebyshev in t = x/7 + 1), powers in
+//!   3 rounds, mask by an exact full-width comparison. The paper's coefficients sum to 0.9515 at
+//!   x = 0, so its max abs error is 4.8e-2 (reproduced, not fixed).
+//! - `crypten_limit`: CrypTen's (1 + x/2^8)^(2^8), eight squarings, with our mask added (CrypTen
+//!   has none, and without it inputs below -512 give garbage). Max abs error ~2e-3.
+//!
+//! Cost (protocol calls; `cost` turns them into bytes and rounds):
+//! - range_reduced: 1 reduced-width comparison (resolution 1/8), 7 fma rounds/jobs, 1 select.
+//!   Largest truncated product: |x h| <= 14.5 (Horner on x with the 1/16 folded into the
+//!   truncation, which saves the job that would form x/16), p^2 <= 1.07.
+//! - cipherdm_chebyshev: 1 full-width comparison, 1 + 3 + 1 fma rounds with 1 + 6 + 1 jobs,
+//!   1 select. Largest truncated product: |t|^7 <= 1 (times |coef| <= 0.67 in the sum).
+//! - crypten_limit: 1 reduced-width comparison, 9 fma rounds with 9 jobs, 1 select.
+
+use super::ops::{Fma, FxpOps, Result, Threshold};
+use super::poly::{powers, ScaledPoly};
+
+super::methods! {
+    /// How exp is approximated.
+    ExpMethod, "exp", default RangeReduced, {
+        RangeReduced => "range_reduced",
+        CipherdmChebyshev => "cipherdm_chebyshev",
+        CryptenLimit => "crypten_limit",
+    }
+}
+
+/// Below this, exp is masked to 0 (CipherDM's T_exp).
+pub const EXP_CUTOFF: f64 = -14.0;
+
+/// Resolution of the mask's comparison: inputs within 1/8 of the cutoff may go either way, which
+/// changes the result by less than exp(-13.875) = 0.25 ulp at f = 18.
+const MASK_RESOLUTION: f64 = 0.125;
+
+/// exp(tau) on tau = x/16 in [-0.91, 0.03] (x in [-14.5, 0.5]), fitted for the abs error of
+/// p^16 (weight max(16 exp(15x/16), 1e-3 exp(-x/16)): the error after four squarings, and a
+/// relative error below 1/16 where that error is negligible). Max |p^16 - exp(x)| = 2.2e-5 in
+/// exact arithmetic; its relative error in the bulk stays small enough that softmax rows of 4096
+/// sum to 1 within 1e-4 (an abs-error fit with two squarings biased those sums by 1.5%).
+const RANGE_REDUCED: ScaledPoly<'static> = ScaledPoly {
+    center: 0.0,
+    half_width: 16.0,
+    coef: &[
+        1.000_001_198_944_218_8,
+        1.000_021_769_519_660_7,
+        4.979_193_259_740_612_4e-1,
+        1.445_709_484_931_243_2e-1,
+    ],
+};
+
+/// CipherDM Table 3 (Chebyshev coefficients C_0..C_7 on t in [-1, 1]) converted to monomials
+/// in t: sum_k MONO[k] t^k == sum_j C_j T_j(t).
+const CIPHERDM_CHEBYSHEV: [f64; 8] = [
+    0.140_218_78,
+    0.275_412_78,
+    0.221_228_65,
+    0.149_342_21,
+    0.090_773_60,
+    0.043_696_14,
+    0.020_878_68,
+    0.009_965_35,
+];
+
+/// Monomial coefficients of sum_j c_j T_j(t).
+fn chebyshev_to_monomial(c: &[f64]) -> Vec<f64> {
+    // T_0 = 1, T_1 = t, T_{n+1} = 2 t T_n - T_{n-1}, as coefficient vectors.
+    let n = c.len();
+    let mut out = vec![0.0; n];
+    let mut prev = vec![0.0; n];
+    let mut cur = vec![0.0; n];
+    prev[0] = 1.0;
+    if n > 1 {
+        cur[1] = 1.0;
+    }
+    for (j, cj) in c.iter().enumerate() {
+        let tj = if j == 0 { &prev } else { &cur };
+        for k in 0..n {
+            out[k] += cj * tj[k];
+        }
+        if j >= 1 && j + 1 < n {
+            let mut next = vec![0.0; n];
+            for k in 0..n - 1 {
+                next[k + 1] += 2.0 * cur[k];
+            }
+            for k in 0..n {
+                next[k] -= prev[k];
+            }
+            prev = std::mem::replace(&mut cur, next);
+        }
+    }
+    out
+}
+
+/// The reference the methods approximate, in f64: exp(x), masked to 0 below the cutoff.
+pub fn exact(x: f64) -> f64 {
+    if x < EXP_CUTOFF {
+        0.0
+    } else {
+        x.exp()
+    }
+}
+
+/// exp(x) for `x <= 0` with inputs below -14 mapped to 0; `bound` >= max |x| (e.g. 2^15 for
+/// attention scores with a -1e4 additive mask).
+pub fn exp_neg<E: FxpOps>(e: &E, x: &E::A, method: ExpMethod, bound: f64) -> Result<E::A> {
+    let y = match method {
+        ExpMethod::RangeReduced => {
+            let mut p = RANGE_REDUCED.eval(e, x)?;
+            for _ in 0..4 {
+                p = e.mul(&p, &p)?;
+            }
+            p
+        }
+        ExpMethod::CipherdmChebyshev => {
+            let mono = chebyshev_to_monomial(&CIPHERDM_CHEBYSHEV);
+            // t = -2 (x - T) / T - 1 = x/7 + 1 maps [-14, 0] to [-1, 1].
+            let t = e.affine(x, -2.0 / EXP_CUTOFF, 1.0)?;
+            let pw = powers(e, &t, 7)?;
+            let mut job = Fma {
+                products: vec![],
+                linear: vec![],
+                constant: mono[0],
+                extra_shift: 0,
+            };
+            for (k, p) in pw.iter().enumerate() {
+                job = job.plus(p, mono[k + 1]);
+            }
+            e.fma(&[job])?.remove(0)
+        }
+        ExpMethod::CryptenLimit => {
+            let mut u = e.affine(x, 1.0 / 256.0, 1.0)?;
+            for _ in 0..8 {
+                u = e.mul(&u, &u)?;
+            }
+            u
+        }
+    };
+    let resolution = match method {
+        ExpMethod::CipherdmChebyshev => 0.0,
+        _ => MASK_RESOLUTION,
+    };
+    let masked = e.less_than(&[(
+        x,
+        Threshold {
+            below: EXP_CUTOFF,
+            bound: bound + EXP_CUTOFF.abs(),
+            resolution,
+        },
+    )])?;
+    let drop = e.select(&[(&masked[0], &y)])?;
+    e.sub(&y, &drop[0])
+}
+
+/// The twin on f64 values (rounded to the grid on entry): what the `Approx` backend calls.
+pub fn exp_neg_f64(x: &[f64], method: ExpMethod, frac_bits: u32) -> Result<Vec<f64>> {
+    let tw = super::Twin::new(frac_bits);
+    let y = exp_neg(&tw, &tw.encode(x), method, default_bound(x))?;
+    Ok(tw.decode(&y))
+}
+
+/// The bound used when the caller gives none: the largest |x| rounded up to a power of two,
+/// at least 2^4.
+pub(crate) fn default_bound(x: &[f64]) -> f64 {
+    let m = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    m.max(16.0).log2().ceil().exp2()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chebyshev_conversion_matches_recurrence() {
+        let mono = chebyshev_to_monomial(&CIPHERDM_CHEBYSHEV);
+        for i in 0..=20 {
+            let t = -1.0 + i as f64 * 0.1;
+            let (mut a, mut b) = (1.0, t);
+            let mut cheb = CIPHERDM_CHEBYSHEV[0] + CIPHERDM_CHEBYSHEV[1] * t;
+            for c in &CIPHERDM_CHEBYSHEV[2..] {
+                let next = 2.0 * t * b - a;
+                cheb += c * next;
+                (a, b) = (b, next);
+            }
+            let m: f64 = mono.iter().rev().fold(0.0, |s, c| s * t + c);
+            assert!((m - cheb).abs() < 1e-12, "t={t}: {m} vs {cheb}");
+        }
+    }
+}

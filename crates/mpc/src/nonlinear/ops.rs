@@ -1,0 +1,149 @@
+//! The fixed-point operations every nonlinear function is written in, once.
+//!
+//! Each function of this module is one generic kernel over [`FxpOps`]. Two engines run it:
+//! - the secure engine (three parties on replicated shares), where each op marked *protocol*
+//!   below is one vectorised protocol call (one batch of jobs = one call, so rounds do not grow
+//!   with the number of elements or of jobs in the batch);
+//! - the [`Twin`](super::twin::Twin), which performs the same fixed-point arithmetic in the clear
+//!   (same encodings, same truncations, same evaluation order), so the `Approx` backend sees the
+//!   errors the secure computation makes, up to the +-1 ulp randomness of secure truncation.
+//!
+//! Values are fixed-point numbers with `frac_bits` fraction bits in Z_2^64 (two's complement).
+//! Public constants are rounded to that grid when they enter a computation.
+
+use super::NonlinearError;
+
+pub type Result<T> = std::result::Result<T, NonlinearError>;
+
+/// A public coefficient in a fused sum: one scalar, or one value per element.
+#[derive(Clone, Copy, Debug)]
+pub enum Coef<'a> {
+    Scalar(f64),
+    PerElement(&'a [f64]),
+}
+
+/// One fused, truncated sum of products (the workhorse of every polynomial):
+///
+///   y = ( sum_i a_i * b_i  +  sum_j c_j * x_j ) * 2^-extra_shift  +  constant
+///
+/// computed exactly at 2f fraction bits (every term is a product of two f-bit numbers; the
+/// constant is encoded at 2f + extra_shift bits) and truncated once by f + extra_shift bits. Under MPC the products are local 3-term
+/// products and the public-coefficient terms are local too, so the whole job costs one
+/// multiplication-with-truncation, whatever its number of terms.
+#[derive(Clone, Debug)]
+pub struct Fma<'a, A> {
+    pub products: Vec<(&'a A, &'a A)>,
+    pub linear: Vec<(&'a A, Coef<'a>)>,
+    pub constant: f64,
+    /// Added to the truncation: the job truncates by `f + extra_shift` bits, i.e. multiplies the
+    /// result by 2^-extra_shift exactly, without a second truncation (`f + extra_shift >= 0`).
+    pub extra_shift: i32,
+}
+
+impl<'a, A> Fma<'a, A> {
+    /// `a * b`.
+    pub fn mul(a: &'a A, b: &'a A) -> Self {
+        Fma {
+            products: vec![(a, b)],
+            linear: vec![],
+            constant: 0.0,
+            extra_shift: 0,
+        }
+    }
+    /// `c * x + constant` with a public fixed-point coefficient.
+    pub fn affine(x: &'a A, c: f64, constant: f64) -> Self {
+        Fma {
+            products: vec![],
+            linear: vec![(x, Coef::Scalar(c))],
+            constant,
+            extra_shift: 0,
+        }
+    }
+    /// Adds `c * x`.
+    pub fn plus(mut self, x: &'a A, c: f64) -> Self {
+        self.linear.push((x, Coef::Scalar(c)));
+        self
+    }
+    /// Adds `a * b`.
+    pub fn plus_product(mut self, a: &'a A, b: &'a A) -> Self {
+        self.products.push((a, b));
+        self
+    }
+    /// Adds a public constant.
+    pub fn plus_const(mut self, c: f64) -> Self {
+        self.constant += c;
+        self
+    }
+}
+
+/// A comparison `x < threshold` whose answer may be wrong when `|x - threshold| < resolution`,
+/// for inputs with `|x - threshold| < bound`. Both promises let the secure engine compare on
+/// a few high bits instead of 64 (reduced-width comparison): the kernels are written so that
+/// either answer near the threshold gives the right function value.
+#[derive(Clone, Copy, Debug)]
+pub struct Threshold {
+    pub below: f64,
+    /// `|x - below|` is smaller than this for every input in the function's domain; larger
+    /// differences give an arbitrary answer.
+    pub bound: f64,
+    /// Answers are exact when `|x - below| >= resolution`. Zero asks for an exact comparison.
+    pub resolution: f64,
+}
+
+/// The operations of a fixed-point engine. `A` is a flat tensor of fixed-point numbers, `B` a
+/// flat tensor of bits (one per element). Shapes are the caller's business: every op is
+/// elementwise on equal lengths unless stated.
+pub trait FxpOps {
+    type A: Clone;
+    type B: Clone;
+
+    /// Fraction bits f of the encoding.
+    fn frac_bits(&self) -> u32;
+    fn len(&self, a: &Self::A) -> usize;
+
+    // ---- local: free in every engine --------------------------------------------------------
+    /// A public tensor (every party knows it).
+    fn public(&self, values: &[f64]) -> Self::A;
+    fn add(&self, a: &Self::A, b: &Self::A) -> Result<Self::A>;
+    fn sub(&self, a: &Self::A, b: &Self::A) -> Result<Self::A>;
+    fn add_const(&self, a: &Self::A, c: f64) -> Self::A;
+    /// Exact multiplication by an integer (no truncation needed).
+    fn mul_int(&self, a: &Self::A, k: i64) -> Self::A;
+    /// Sums of consecutive runs of `run` elements (len must be a multiple of `run`).
+    fn run_sums(&self, a: &Self::A, run: usize) -> Result<Self::A>;
+    /// Each element repeated `times` times in place ([a, b] -> [a, a, b, b] for 2).
+    fn repeat_each(&self, a: &Self::A, times: usize) -> Self::A;
+    /// The elements at `index` (a local gather; indices may repeat).
+    fn gather(&self, a: &Self::A, index: &[usize]) -> Result<Self::A>;
+    /// The tensors one after the other.
+    fn concat(&self, parts: &[&Self::A]) -> Self::A;
+    fn not(&self, b: &Self::B) -> Self::B;
+    fn xor(&self, a: &Self::B, b: &Self::B) -> Result<Self::B>;
+
+    // ---- protocols (each call is one batch: its rounds do not depend on the batch) ----------
+    /// Fused multiply-adds with one truncation each.
+    fn fma(&self, jobs: &[Fma<'_, Self::A>]) -> Result<Vec<Self::A>>;
+    /// Per run of `run` consecutive elements: `sum a_i * b_i`, truncated once by `shift` bits
+    /// (`shift = f` gives the plain fixed-point dot product; a smaller shift keeps `f - shift`
+    /// extra fraction bits). Costs one truncation per run, not per element.
+    fn dot_runs(&self, a: &Self::A, b: &Self::A, run: usize, shift: u32) -> Result<Self::A>;
+    /// Comparisons `x < threshold`.
+    fn less_than(&self, jobs: &[(&Self::A, Threshold)]) -> Result<Vec<Self::B>>;
+    /// `b ? a : 0`, exact (no truncation).
+    fn select(&self, jobs: &[(&Self::B, &Self::A)]) -> Result<Vec<Self::A>>;
+    /// For positive `x` in `[2^lo, 2^hi)`: the power of two `s = 2^(-e/root)` with `e` a multiple
+    /// of `root` such that `x * 2^-e` lies in `[2^-root, 1)`. Inputs below `2^lo` get the scale
+    /// of `2^lo`, inputs at or above `2^hi` the scale of `2^hi - ulp`; `x <= 0` is undefined.
+    fn pow2_scale(&self, x: &Self::A, root: u32, lo: i32, hi: i32) -> Result<Self::A>;
+
+    // ---- conveniences built on the above -----------------------------------------------------
+    fn mul(&self, a: &Self::A, b: &Self::A) -> Result<Self::A> {
+        Ok(self.fma(&[Fma::mul(a, b)])?.remove(0))
+    }
+    fn affine(&self, x: &Self::A, c: f64, constant: f64) -> Result<Self::A> {
+        Ok(self.fma(&[Fma::affine(x, c, constant)])?.remove(0))
+    }
+    fn neg(&self, a: &Self::A) -> Self::A {
+        self.mul_int(a, -1)
+    }
+}
