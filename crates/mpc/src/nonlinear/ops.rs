@@ -15,6 +15,9 @@ use super::NonlinearError;
 
 pub type Result<T> = std::result::Result<T, NonlinearError>;
 
+/// Extra fraction bits of the scales `FxpOps::pow2_scale` returns.
+pub const POW2_GUARD_BITS: i32 = 8;
+
 /// A public coefficient in a fused sum: one scalar, or one value per element.
 #[derive(Clone, Copy, Debug)]
 pub enum Coef<'a> {
@@ -131,9 +134,13 @@ pub trait FxpOps {
     fn less_than(&self, jobs: &[(&Self::A, Threshold)]) -> Result<Vec<Self::B>>;
     /// `b ? a : 0`, exact (no truncation).
     fn select(&self, jobs: &[(&Self::B, &Self::A)]) -> Result<Vec<Self::A>>;
-    /// For positive `x` in `[2^lo, 2^hi)`: the power of two `s = 2^(-e/root)` with `e` a multiple
-    /// of `root` such that `x * 2^-e` lies in `[2^-root, 1)`. Inputs below `2^lo` get the scale
-    /// of `2^lo`, inputs at or above `2^hi` the scale of `2^hi - ulp`; `x <= 0` is undefined.
+    /// For positive `x` in `[2^lo, 2^hi)`: the power of two `s = 2^(-e/root)`, with `e` the
+    /// smallest multiple of `root` such that `x * 2^-e < 1` (so `x * 2^-e` lies in
+    /// `[2^-root, 1)`), returned as `s * 2^POW2_GUARD_BITS` (users multiply by it with
+    /// `extra_shift = POW2_GUARD_BITS`). The secure engine may return it 1 raw unit off (a
+    /// relative error below 2^-11, harmless because callers undo the scaling with the same `s`).
+    /// Inputs below `2^lo` get the scale of `2^lo`; inputs at or above `2^hi` and `x <= 0` are
+    /// undefined.
     fn pow2_scale(&self, x: &Self::A, root: u32, lo: i32, hi: i32) -> Result<Self::A>;
 
     // ---- conveniences built on the above -----------------------------------------------------

@@ -23,7 +23,7 @@
 //! rounds/jobs. Largest truncated product: |m y0| <= 2 (reciprocal), |y0^2| <= 4 (rsqrt),
 //! |x s| < 2 before the normalisation is complete.
 
-use super::ops::{Fma, FxpOps, Result};
+use super::ops::{Fma, FxpOps, Result, POW2_GUARD_BITS};
 use super::poly::ScaledPoly;
 
 super::methods! {
@@ -106,14 +106,14 @@ pub fn reciprocal<E: FxpOps>(
     match method {
         ReciprocalMethod::Ours => {
             let s = e.pow2_scale(x, 1, range.lo, range.hi)?;
-            let m = e.mul(x, &s)?;
+            let m = mul_by_scale(e, x, &s, 0)?;
             let y0 = RECIP_INIT.eval(e, &m)?;
             // Newton: y = y0 + y0 (1 - m y0).
             let err = e
                 .fma(&[Fma::mul(&e.neg(&m), &y0).plus_const(1.0)])?
                 .remove(0);
             let y = e.fma(&[Fma::mul(&y0, &err).plus(&y0, 1.0)])?.remove(0);
-            e.mul(&y, &s)
+            mul_by_scale(e, &y, &s, 0)
         }
         ReciprocalMethod::Crypten => {
             let arg = e.add_const(&e.neg(x), 0.5);
@@ -138,13 +138,11 @@ pub(crate) fn rsqrt_scaled<E: FxpOps>(
     out_bits: i32,
 ) -> Result<E::A> {
     let s = e.pow2_scale(x, 2, range.lo, range.hi)?;
-    let xs = e.mul(x, &s)?;
-    let m = e.mul(&xs, &s)?;
+    let xs = mul_by_scale(e, x, &s, 0)?;
+    let m = mul_by_scale(e, &xs, &s, 0)?;
     let y0 = RSQRT_INIT.eval(e, &m)?;
     let y = newton_rsqrt(e, &m, &y0)?;
-    let mut last = Fma::mul(&y, &s);
-    last.extra_shift = -out_bits;
-    Ok(e.fma(&[last])?.remove(0))
+    mul_by_scale(e, &y, &s, out_bits)
 }
 
 /// 1/sqrt(x) for x in `range` (positive).
@@ -164,6 +162,13 @@ pub fn rsqrt<E: FxpOps>(e: &E, x: &E::A, method: RsqrtMethod, range: Pow2Range) 
             Ok(y)
         }
     }
+}
+
+/// `a * s * 2^out_bits` for a scale from `pow2_scale` (which carries POW2_GUARD_BITS).
+fn mul_by_scale<E: FxpOps>(e: &E, a: &E::A, s: &E::A, out_bits: i32) -> Result<E::A> {
+    let mut job = Fma::mul(a, s);
+    job.extra_shift = POW2_GUARD_BITS - out_bits;
+    Ok(e.fma(&[job])?.remove(0))
 }
 
 /// One Newton step for m^-1/2: y (3/2 - m y^2 / 2). Three fma rounds.

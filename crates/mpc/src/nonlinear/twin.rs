@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 
-use super::ops::{Coef, Fma, FxpOps, Result, Threshold};
+use super::ops::{Coef, Fma, FxpOps, Result, Threshold, POW2_GUARD_BITS};
 use super::NonlinearError;
 
 /// One protocol call the twin performed, for cost accounting: its kind and number of elements.
@@ -284,7 +284,7 @@ impl FxpOps for Twin {
                     } else {
                         root_i
                     };
-                let exp = f - e / root_i;
+                let exp = f - e / root_i + POW2_GUARD_BITS;
                 if !(0..63).contains(&exp) {
                     return Err(NonlinearError::Range {
                         op: "pow2_scale",
