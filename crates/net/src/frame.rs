@@ -79,6 +79,11 @@ impl<W: Write> FrameWriter<W> {
         Ok(())
     }
 
+    /// The underlying stream.
+    pub fn get_mut(&mut self) -> &mut W {
+        self.out.get_mut()
+    }
+
     /// The underlying stream (after a flush).
     #[cfg(test)]
     pub fn into_inner(self) -> io::Result<W> {

@@ -56,6 +56,10 @@ impl MeshOptions {
 }
 
 /// One party's end of the three-party TCP mesh.
+///
+/// Dropping it (or calling [`TcpMesh::close`]) writes out every queued message and says goodbye
+/// to both peers. Do that before the process exits: a party whose sockets merely vanish is
+/// reported by the others as dead, and messages still queued are lost.
 pub struct TcpMesh {
     id: PartyId,
     links: [Option<Link>; PARTIES],
@@ -177,7 +181,7 @@ impl TcpMesh {
             let hook: FailureHook = Box::new(move |err: &NetError| {
                 tracing::error!("P{id}: {err}; aborting the session");
                 for tx in others {
-                    let _ = tx.send(Outgoing::Frame(
+                    let _ = tx.send(Outgoing::Relay(
                         FrameKind::Abort,
                         err.to_string().into_bytes(),
                     ));
@@ -233,6 +237,11 @@ impl TcpMesh {
             .get(peer)
             .and_then(|l| l.as_ref())
             .ok_or(NetError::NoSuchPeer { me: self.id, peer })
+    }
+
+    /// Writes out everything queued, says goodbye to both peers and closes the links.
+    pub fn close(self) {
+        drop(self)
     }
 
     /// Tells both peers that this party gives up, with the reason, so they stop at once

@@ -218,3 +218,29 @@ fn a_killed_party_process_is_named_by_both_others() {
     );
     eprintln!("P0: {e0}\nP1: {e1}\nboth failed {waited:?} after the kill");
 }
+
+#[test]
+fn small_and_large_messages_interleaved_keep_their_order() {
+    // Small messages may be written by the caller and large ones by the sender thread; a small
+    // one sent while a large one is queued must still arrive after it.
+    let [a, b, _c] = three(opts(Duration::from_secs(30)), [0, 1, 2]);
+    let sizes: Vec<usize> = (0..300)
+        .map(|i| match i % 7 {
+            0 => 3 << 20,
+            3 => 70 << 10,
+            _ => i % 50,
+        })
+        .collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for (i, &n) in sizes.iter().enumerate() {
+                a.send(1, vec![i as u8; n]).unwrap();
+            }
+        });
+        for (i, &n) in sizes.iter().enumerate() {
+            let m = b.recv(0).unwrap();
+            assert_eq!(m.len(), n, "message {i}");
+            assert!(m.iter().all(|&x| x == i as u8), "message {i} out of order");
+        }
+    });
+}

@@ -222,6 +222,27 @@ fn a_config_with_a_key_directory_runs_a_tls_mesh() {
     meshes[1].send(2, vec![1, 2, 3]).unwrap();
     assert_eq!(meshes[2].recv(1).unwrap(), vec![1, 2, 3]);
 
+    // The client reaches every party's client port with its own certificate.
+    std::thread::scope(|s| {
+        let parties: Vec<_> = (0..3)
+            .map(|i| {
+                let cfg = &cfg;
+                s.spawn(move || {
+                    let server = net::PartyServer::bind(cfg, i).unwrap();
+                    let client = server.accept(Peer::Client).unwrap();
+                    assert_eq!(client.recv().unwrap(), vec![i as u8]);
+                })
+            })
+            .collect();
+        let links = net::connect_parties(&cfg, Peer::Client).unwrap();
+        for (i, l) in links.iter().enumerate() {
+            l.send(vec![i as u8]).unwrap();
+        }
+        for p in parties {
+            p.join().unwrap();
+        }
+    });
+
     std::fs::remove_file(dir.join("keys/p2.key")).unwrap();
     let e = cfg.tls_identity(Peer::Party(2)).err().unwrap().to_string();
     assert!(e.contains("p2.key for P2 does not exist"), "{e}");
