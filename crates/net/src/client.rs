@@ -206,9 +206,11 @@ impl PartyServer {
                     let i = slot.get().expect("admitted roles have a slot");
                     links[i] = Some(RoleLink::new(role, stream, &self.opts)?);
                 }
-                Err(NetError::Stranger { addr, detail }) => {
-                    tracing::warn!("P{id}: refused a connection from {addr}: {detail}");
-                    last_refusal = format!(" (last refused: {addr}: {detail})");
+                // A stranger, or a participant we are not waiting for (it is told why): keep
+                // waiting for the roles we need.
+                Err(e @ (NetError::Stranger { .. } | NetError::Handshake { .. })) => {
+                    tracing::warn!("P{id}: refused a connection: {e}");
+                    last_refusal = format!(" (last refused: {e})");
                 }
                 Err(e) => return Err(e),
             }

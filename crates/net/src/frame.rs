@@ -123,6 +123,8 @@ impl<R: Read> FrameReader<R> {
             ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
                 NetError::Died { peer: self.peer }
             }
+            // A TLS record that fails to decrypt or parse.
+            ErrorKind::InvalidData => self.bad(e.to_string()),
             _ => NetError::Io {
                 peer: self.peer,
                 source: e,

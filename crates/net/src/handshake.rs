@@ -180,7 +180,9 @@ impl Handshake<'_> {
     }
 
     /// Accepts one connection before `deadline` and completes its handshake. `admit` says
-    /// whether a role may connect here (and why not). Returns the dialer's role.
+    /// whether a role may connect here (and why not). Returns the dialer's role. A refused
+    /// dialer is told why; the error is [`NetError::Handshake`] naming it if it proved its role,
+    /// else [`NetError::Stranger`] (garbage, failed TLS, an impostor).
     pub fn accept(
         &self,
         listener: &TcpListener,
@@ -244,12 +246,23 @@ impl Handshake<'_> {
                 Ok((role, stream))
             }
             Err(reason) => {
+                // Name the dialer only if it proved the role it claims (any role without TLS).
+                let proven = Peer::from_code(hello.role).filter(|&r| match &stream {
+                    Stream::Tls(_, conn) => check_peer_role(conn, r).is_ok(),
+                    Stream::Plain(_) => true,
+                });
                 let mut refusal = encode_hello(self.me, self.session, STATUS_REFUSED).to_vec();
                 let text = &reason.as_bytes()[..reason.len().min(1000)];
                 refusal.extend_from_slice(&(text.len() as u16).to_le_bytes());
                 refusal.extend_from_slice(text);
                 let _ = stream.write_all(&refusal).and_then(|_| stream.flush());
-                Err(stranger(reason))
+                Err(match proven {
+                    Some(peer) => NetError::Handshake {
+                        peer,
+                        detail: reason,
+                    },
+                    None => stranger(reason),
+                })
             }
         }
     }

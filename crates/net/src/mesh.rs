@@ -120,7 +120,8 @@ impl TcpMesh {
             let accepted = Cell::new([false; PARTIES]);
             let waiting_for = (0..id).map(|j| format!("P{j}")).collect::<Vec<_>>();
             let mut first_error = None;
-            for _ in 0..id {
+            let mut last_refusal = String::new();
+            while accepted.get().iter().filter(|&&a| a).count() < id {
                 let pending: Vec<_> = waiting_for
                     .iter()
                     .enumerate()
@@ -140,9 +141,17 @@ impl TcpMesh {
                         id.saturating_sub(1)
                     )),
                 };
-                match hs.accept(listener, deadline, &pending.join(" and "), &admit) {
+                let what = format!("{}{last_refusal}", pending.join(" and "));
+                match hs.accept(listener, deadline, &what, &admit) {
                     Ok((Peer::Party(j), s)) => streams[j] = Some(s),
                     Ok(_) => unreachable!("admit only lets parties in"),
+                    // Garbage, a port scanner, a failed TLS handshake: not one of us; keep
+                    // waiting for the real parties.
+                    Err(NetError::Stranger { addr, detail }) => {
+                        tracing::warn!("P{id}: refused a connection from {addr}: {detail}");
+                        last_refusal = format!(" (last refused: {addr}: {detail})");
+                    }
+                    // A party that proved its identity but is misconfigured: stop now.
                     Err(e) => {
                         give_up.store(true, Ordering::SeqCst);
                         first_error = Some(e);
@@ -393,6 +402,26 @@ mod tests {
     }
 
     #[test]
+    fn strangers_on_the_mesh_port_are_refused_without_stopping_the_mesh() {
+        let (ls, addrs) = listeners();
+        let mut junk = std::net::TcpStream::connect(addrs[2]).unwrap();
+        junk.write_all(&[0x16, 3, 1, 0, 0x40, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+            .unwrap();
+        let o = opts(3, 1000);
+        let meshes: Vec<TcpMesh> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3)
+                .map(|i| {
+                    let l = &ls[i];
+                    s.spawn(move || TcpMesh::establish(i, l, &addrs, &o, None).unwrap())
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        meshes[0].send(2, vec![5]).unwrap();
+        assert_eq!(meshes[2].recv(0).unwrap(), vec![5]);
+    }
+
+    #[test]
     fn a_wrong_session_is_refused_at_the_handshake() {
         let (mut ls, addrs) = listeners();
         ls.pop(); // P2 is down: P1 keeps dialing it until P0's refusal makes it give up.
@@ -407,8 +436,11 @@ mod tests {
                 cancel: None,
             };
             let dial = hs.dial(Peer::Party(1), addrs[1]);
-            let p1 = p1.join().unwrap();
-            assert!(p1.is_err());
+            let p1 = p1.join().unwrap().err().expect("P1 must fail").to_string();
+            assert!(
+                p1.contains("handshake with P0 failed: P0 is in session 0x2"),
+                "{p1}"
+            );
             dial.err().expect("P1 must refuse session 2")
         });
         let msg = err.to_string();
