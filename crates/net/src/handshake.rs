@@ -23,6 +23,9 @@ const HELLO_MAGIC: [u8; 4] = *b"SDHS";
 const HELLO_LEN: usize = 16;
 const STATUS_OK: u8 = 0;
 const STATUS_REFUSED: u8 = 1;
+/// Longest wait for an accepted connection's TLS handshake and hello, so that a silent
+/// stranger cannot hold up the accept loop for the whole connect timeout.
+const ACCEPT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a participant needs to open links.
 #[derive(Clone, Copy)]
@@ -215,7 +218,7 @@ impl Handshake<'_> {
             detail,
         };
         sock.set_nonblocking(false)
-            .and_then(|_| prepare(&sock, self.connect_timeout))
+            .and_then(|_| prepare(&sock, self.connect_timeout.min(ACCEPT_HELLO_TIMEOUT)))
             .map_err(|e| stranger(e.to_string()))?;
         let mut stream = match self.tls {
             None => Stream::Plain(sock),

@@ -216,6 +216,33 @@ impl TcpMesh {
         })
     }
 
+    /// All three parties in this process over loopback TCP (plaintext, ephemeral ports): the
+    /// real transport for tests and single-machine runs, with threads instead of processes.
+    pub fn loopback(opts: &MeshOptions) -> Result<[TcpMesh; PARTIES], NetError> {
+        let listeners = (0..PARTIES)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| NetError::Setup(format!("cannot listen on loopback: {e}")))?;
+        let mut addrs = [SocketAddr::from(([127, 0, 0, 1], 0)); PARTIES];
+        for (a, l) in addrs.iter_mut().zip(&listeners) {
+            *a = l
+                .local_addr()
+                .map_err(|e| NetError::Setup(format!("loopback listener: {e}")))?;
+        }
+        let meshes = std::thread::scope(|s| {
+            let handles: Vec<_> = listeners
+                .iter()
+                .enumerate()
+                .map(|(i, l)| s.spawn(move || TcpMesh::establish(i, l, &addrs, opts, None)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("mesh thread"))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        Ok(meshes.try_into().ok().expect("three meshes"))
+    }
+
     /// Binds `addrs[id]` and establishes the mesh.
     pub fn bind(
         id: PartyId,
@@ -399,6 +426,18 @@ mod tests {
     fn an_over_long_frame_is_rejected_before_allocating() {
         let (d, _) = bad_frame_detail(&encode_header(FrameKind::Data, 5, 0, 1 << 21));
         assert!(d.contains("more than the limit of 1048576"), "{d}");
+    }
+
+    #[test]
+    fn loopback_gives_three_connected_parties() {
+        let [a, b, c] = TcpMesh::loopback(&opts(1, 5000)).unwrap();
+        a.send(2, vec![1]).unwrap();
+        c.send(1, vec![2]).unwrap();
+        b.send(0, vec![3]).unwrap();
+        assert_eq!(c.recv(0).unwrap(), vec![1]);
+        assert_eq!(b.recv(2).unwrap(), vec![2]);
+        assert_eq!(a.recv(1).unwrap(), vec![3]);
+        assert_eq!((a.id(), b.id(), c.id()), (0, 1, 2));
     }
 
     #[test]
