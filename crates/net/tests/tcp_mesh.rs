@@ -95,7 +95,8 @@ fn two_parties_exchanging_100_mb_each_at_once_do_not_deadlock() {
 
 #[test]
 fn a_silent_peer_times_out_and_a_closed_peer_fails_at_once() {
-    let [a, b, c] = three(opts(Duration::from_millis(300)), [1, 2, 0]);
+    let timeout = Duration::from_secs(2);
+    let [a, b, c] = three(opts(timeout), [1, 2, 0]);
     let t = Instant::now();
     let err = a.recv(1).unwrap_err();
     assert!(
@@ -108,7 +109,7 @@ fn a_silent_peer_times_out_and_a_closed_peer_fails_at_once() {
         ),
         "{err}"
     );
-    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(t.elapsed() >= timeout);
 
     // A message queued just before the peer closes still arrives, then the link reports closed.
     c.send(0, vec![7; 1000]).unwrap();
@@ -128,7 +129,7 @@ fn a_silent_peer_times_out_and_a_closed_peer_fails_at_once() {
     let err = b.recv(2).unwrap_err();
     assert!(err.to_string().contains("P2"), "{err}");
     assert!(
-        t.elapsed() < Duration::from_millis(250),
+        t.elapsed() < timeout / 2,
         "closed link waited for the timeout"
     );
     // An orderly close is not an abort: P0 and P1 keep working.
