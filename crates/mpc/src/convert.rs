@@ -1,0 +1,334 @@
+//! From bits back to arithmetic: bit injection (B2A), the multiplexer b * x, select, ReLU and
+//! max along an axis.
+//!
+//! A shared bit b = b_0 ^ b_1 ^ b_2 is split as b = u XOR w with u = b_0 ^ b_1 known to R0 and
+//! w = b_2 known to R1 and R2. Then b = w + (1 - 2w) u: once u is arithmetically shared, the
+//! factor (1 - 2w) is public to the two parties that will finish the computation.
+//!
+//! # B2A (bit injection), 2 rounds of latency, 8n bytes per party
+//! R0 sends u - ρ to R2 (ρ from the key of R0 and R1): [u] = (u - ρ, ρ, 0). R1 computes
+//! t1 = (1 - 2w) ρ + w, R2 computes t2 = (1 - 2w)(u - ρ); t1 + t2 = b. They swap t1 - c_1 and
+//! t2 - c_0 where c_0, c_1 are drawn from R0's keys with R2 and R1, and both set
+//! c_2 = (t1 - c_1) + (t2 - c_0). Opened: u - ρ to R2 (masked by ρ), t1 - c_1 to R2 (masked by
+//! c_1), t2 - c_0 to R1 (masked by c_0).
+//!
+//! # Multiplexer b * x, 2 rounds of latency, 16n bytes from R0, 8n from R1 and R2
+//! With [u] = (u - ρ, ρ, 0) as above, the product u x has the 3-out-of-3 terms
+//! z_0 = u0 x_0 + u0 x_1 + ρ x_0 (R0, from the start), z_1 = ρ (x_1 + x_2) (R1, from the start),
+//! z_2 = u0 x_2 (R2, once u0 = u - ρ arrives). R0 also sends z_0 + μ to R1 (μ from the key of R0
+//! and R2). Then b x = w x + (1 - 2w) u x splits as
+//!   T1 = (1 - 2w)(z_0 + μ + z_1) + w (x_1 + x_2)   at R1,
+//!   T2 = (1 - 2w)(z_2 - μ) + w x_0                  at R2,
+//! which are re-shared as in B2A. Opened: u - ρ to R2 (masked by ρ), z_0 + μ to R1 (masked by μ),
+//! T1 - c_1 to R2 and T2 - c_0 to R1 (masked by c_1, c_0). This is cheaper than B2A followed by a
+//! multiplication (3 rounds, 8n + 8n per party).
+
+use ring::RingTensor;
+
+use crate::arith::Cost;
+use crate::ashare::AShare;
+use crate::bshare::{from_planes, BShare};
+use crate::error::{MpcError, Result};
+use crate::party::Party;
+use crate::wire::{decode_words, encode_words, push_words};
+
+const P_RHO: u32 = 0;
+const P_MU: u32 = 1;
+const P_C0: u32 = 2;
+const P_C1: u32 = 3;
+
+/// Stated cost of [`Party::b2a`]: 8n bytes per party, 1 round each as metered, latency 2.
+pub fn b2a_cost(n: usize) -> Cost {
+    let b = 8 * n as u64;
+    Cost {
+        bytes: [b; 3],
+        rounds: [1; 3],
+        latency: 2,
+    }
+}
+
+/// Stated cost of [`Party::mux`]: R0 16n bytes, R1 and R2 8n; 1 round each as metered, latency 2.
+pub fn mux_cost(n: usize) -> Cost {
+    let b = 8 * n as u64;
+    Cost {
+        bytes: [2 * b, b, b],
+        rounds: [1; 3],
+        latency: 2,
+    }
+}
+
+/// 0/1 words of the bits of one plane.
+fn bits_of(plane: &[u64], n: usize) -> Vec<u64> {
+    from_planes(plane, 1, n)
+}
+
+fn check_bit(label: &'static str, b: &BShare, n: usize) -> Result<()> {
+    if b.bits() != 1 || b.len() != n {
+        return Err(MpcError::invalid(
+            label,
+            format!(
+                "need one bit per element ({n}), got {} planes of {}",
+                b.bits(),
+                b.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Party {
+    /// Arithmetic share (0 or 1 in the ring) of a shared bit, shaped `shape`. Cost: [`b2a_cost`].
+    pub fn b2a(&self, b: &BShare, shape: &[usize]) -> Result<AShare> {
+        let cx = self.begin("b2a");
+        let n: usize = shape.iter().product();
+        check_bit("b2a", b, n)?;
+        let me = cx.id();
+        let t = |d: Vec<u64>| RingTensor::new(shape, d);
+        match cx.role() {
+            0 => {
+                let u = bits_of(
+                    &b.comp(cx.abs(0))
+                        .iter()
+                        .zip(b.comp(cx.abs(1)))
+                        .map(|(x, y)| x ^ y)
+                        .collect::<Vec<_>>(),
+                    n,
+                );
+                let rho = cx.draw_comp(1, P_RHO, n);
+                let u0: Vec<u64> = u
+                    .iter()
+                    .zip(&rho)
+                    .map(|(a, r)| a.wrapping_sub(*r))
+                    .collect();
+                cx.send(2, encode_words(&u0))?;
+                Ok(AShare::new_unchecked(
+                    me,
+                    t(cx.draw_comp(0, P_C0, n))?,
+                    t(cx.draw_comp(1, P_C1, n))?,
+                ))
+            }
+            role => {
+                let w = bits_of(b.comp(cx.abs(2)), n);
+                let other = 3 - role;
+                let (mask_comp, purpose) = if role == 1 { (1, P_C1) } else { (0, P_C0) };
+                let term: Vec<u64> = if role == 1 {
+                    let rho = cx.draw_comp(1, P_RHO, n);
+                    (0..n)
+                        .map(|i| {
+                            let s = 1u64.wrapping_sub(w[i] << 1);
+                            s.wrapping_mul(rho[i]).wrapping_add(w[i])
+                        })
+                        .collect()
+                } else {
+                    let u0 = decode_words("b2a", cx.abs(0), &cx.recv(0)?, n)?;
+                    (0..n)
+                        .map(|i| 1u64.wrapping_sub(w[i] << 1).wrapping_mul(u0[i]))
+                        .collect()
+                };
+                let mask = cx.draw_comp(mask_comp, purpose, n);
+                let mine: Vec<u64> = term
+                    .iter()
+                    .zip(&mask)
+                    .map(|(a, m)| a.wrapping_sub(*m))
+                    .collect();
+                cx.send(other, encode_words(&mine))?;
+                let theirs = decode_words("b2a", cx.abs(other), &cx.recv(other)?, n)?;
+                let c2: Vec<u64> = mine
+                    .iter()
+                    .zip(&theirs)
+                    .map(|(a, b)| a.wrapping_add(*b))
+                    .collect();
+                if role == 1 {
+                    Ok(AShare::new_unchecked(me, t(mask)?, t(c2)?))
+                } else {
+                    Ok(AShare::new_unchecked(me, t(c2)?, t(mask)?))
+                }
+            }
+        }
+    }
+
+    /// b * x for a shared bit per element of x (no truncation: the result has x's scale).
+    /// Cost: [`mux_cost`].
+    pub fn mux(&self, b: &BShare, x: &AShare) -> Result<AShare> {
+        let cx = self.begin("mux");
+        let n = x.len();
+        check_bit("mux", b, n)?;
+        let me = cx.id();
+        let shape = x.shape().to_vec();
+        let t = |d: Vec<u64>| RingTensor::new(&shape, d);
+        match cx.role() {
+            0 => {
+                let u = bits_of(
+                    &b.comp(cx.abs(0))
+                        .iter()
+                        .zip(b.comp(cx.abs(1)))
+                        .map(|(p, q)| p ^ q)
+                        .collect::<Vec<_>>(),
+                    n,
+                );
+                let rho = cx.draw_comp(1, P_RHO, n);
+                let mu = cx.draw_comp(0, P_MU, n);
+                let (x0, x1) = (x.comp(cx.abs(0)).data(), x.comp(cx.abs(1)).data());
+                let mut to_r2 = Vec::with_capacity(8 * n);
+                let mut z0 = Vec::with_capacity(n);
+                let mut u0s = Vec::with_capacity(n);
+                for i in 0..n {
+                    let u0 = u[i].wrapping_sub(rho[i]);
+                    u0s.push(u0);
+                    let z = u0
+                        .wrapping_mul(x0[i].wrapping_add(x1[i]))
+                        .wrapping_add(rho[i].wrapping_mul(x0[i]));
+                    z0.push(z.wrapping_add(mu[i]));
+                }
+                push_words(&mut to_r2, &u0s);
+                cx.send(2, to_r2)?;
+                cx.send(1, encode_words(&z0))?;
+                Ok(AShare::new_unchecked(
+                    me,
+                    t(cx.draw_comp(0, P_C0, n))?,
+                    t(cx.draw_comp(1, P_C1, n))?,
+                ))
+            }
+            role => {
+                let w = bits_of(b.comp(cx.abs(2)), n);
+                let other = 3 - role;
+                let big_t: Vec<u64> = if role == 1 {
+                    // R1 holds x_1, x_2.
+                    let (x1, x2) = (x.comp(cx.abs(1)).data(), x.comp(cx.abs(2)).data());
+                    let rho = cx.draw_comp(1, P_RHO, n);
+                    let frame = cx.recv(0)?;
+                    let z0mu = decode_words("mux", cx.abs(0), &frame, n)?;
+                    (0..n)
+                        .map(|i| {
+                            let s = x1[i].wrapping_add(x2[i]);
+                            let z = z0mu[i].wrapping_add(rho[i].wrapping_mul(s));
+                            1u64.wrapping_sub(w[i] << 1)
+                                .wrapping_mul(z)
+                                .wrapping_add(w[i].wrapping_mul(s))
+                        })
+                        .collect()
+                } else {
+                    // R2 holds x_2, x_0.
+                    let (x2, x0) = (x.comp(cx.abs(2)).data(), x.comp(cx.abs(0)).data());
+                    let mu = cx.draw_comp(0, P_MU, n);
+                    let u0 = decode_words("mux", cx.abs(0), &cx.recv(0)?, n)?;
+                    (0..n)
+                        .map(|i| {
+                            let z = u0[i].wrapping_mul(x2[i]).wrapping_sub(mu[i]);
+                            1u64.wrapping_sub(w[i] << 1)
+                                .wrapping_mul(z)
+                                .wrapping_add(w[i].wrapping_mul(x0[i]))
+                        })
+                        .collect()
+                };
+                let (mask_comp, purpose) = if role == 1 { (1, P_C1) } else { (0, P_C0) };
+                let mask = cx.draw_comp(mask_comp, purpose, n);
+                let mine: Vec<u64> = big_t
+                    .iter()
+                    .zip(&mask)
+                    .map(|(a, m)| a.wrapping_sub(*m))
+                    .collect();
+                cx.send(other, encode_words(&mine))?;
+                let theirs = decode_words("mux", cx.abs(other), &cx.recv(other)?, n)?;
+                let c2: Vec<u64> = mine
+                    .iter()
+                    .zip(&theirs)
+                    .map(|(a, b)| a.wrapping_add(*b))
+                    .collect();
+                if role == 1 {
+                    Ok(AShare::new_unchecked(me, t(mask)?, t(c2)?))
+                } else {
+                    Ok(AShare::new_unchecked(me, t(c2)?, t(mask)?))
+                }
+            }
+        }
+    }
+
+    /// b ? x : y elementwise (one mux).
+    pub fn select(&self, b: &BShare, x: &AShare, y: &AShare) -> Result<AShare> {
+        let d = self.mux(b, &x.sub(y)?)?;
+        d.add(y)
+    }
+
+    /// max(x, 0): (1 - msb(x)) * x. Latency 8 + 2 rounds.
+    pub fn relu(&self, x: &AShare) -> Result<AShare> {
+        let s = self.msb(x)?;
+        self.mux(&s.not(), x)
+    }
+
+    /// ReLU for |x| < 2^k (reduced-width sign).
+    pub fn relu_bounded(&self, x: &AShare, k: u32) -> Result<AShare> {
+        let s = self.msb_bounded(x, k)?;
+        self.mux(&s.not(), x)
+    }
+
+    /// Maximum along `axis` by a tree of comparisons: ceil(log2(len)) levels, each one sign
+    /// extraction and one mux over half the remaining entries.
+    pub fn max_axis(&self, x: &AShare, axis: usize, keepdim: bool) -> Result<AShare> {
+        self.max_axis_inner(x, axis, keepdim, None)
+    }
+
+    /// [`Party::max_axis`] when every difference of two entries satisfies |a - b| < 2^k.
+    pub fn max_axis_bounded(
+        &self,
+        x: &AShare,
+        axis: usize,
+        keepdim: bool,
+        k: u32,
+    ) -> Result<AShare> {
+        self.max_axis_inner(x, axis, keepdim, Some(k))
+    }
+
+    fn max_axis_inner(
+        &self,
+        x: &AShare,
+        axis: usize,
+        keepdim: bool,
+        k: Option<u32>,
+    ) -> Result<AShare> {
+        let nd = x.shape().len();
+        if axis >= nd || x.shape()[axis] == 0 {
+            return Err(MpcError::invalid(
+                "max_axis",
+                format!("axis {axis} of shape {:?} is missing or empty", x.shape()),
+            ));
+        }
+        // Move `axis` last.
+        let mut perm: Vec<usize> = (0..nd).filter(|&a| a != axis).collect();
+        perm.push(axis);
+        let mut cur = x.permute(&perm)?;
+        let last = nd - 1;
+        while cur.shape()[last] > 1 {
+            let l = cur.shape()[last];
+            let half = l / 2;
+            let a = cur.narrow(last, 0, half)?;
+            let b = cur.narrow(last, half, half)?;
+            let diff = a.sub(&b)?;
+            // [b < a] = msb(b - a).
+            let neg = diff.neg();
+            let lt = match k {
+                Some(k) => self.msb_bounded(&neg, k)?,
+                None => self.msb(&neg)?,
+            };
+            let m = self.mux(&lt, &diff)?.add(&b)?;
+            cur = if l % 2 == 1 {
+                AShare::concat(&[&m, &cur.narrow(last, 2 * half, 1)?], last)?
+            } else {
+                m
+            };
+        }
+        // cur has the reduced axis (size 1) last: put it back.
+        let mut inv = vec![0; nd];
+        for (i, &p) in perm.iter().enumerate() {
+            inv[p] = i;
+        }
+        let out = cur.permute(&inv)?;
+        if keepdim {
+            Ok(out)
+        } else {
+            let mut s = out.shape().to_vec();
+            s.remove(axis);
+            out.reshape(&s)
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Message encodings: ring elements as little-endian words, and narrow values (d-bit OT messages
+//! and pads) bit-packed. Decoders check the exact length so a truncated or padded frame is an
+//! error that names the sender, never a panic.
+
+use crate::error::{MpcError, Result};
+use net::PartyId;
+
+pub fn encode_words(words: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(words.len() * 8);
+    for w in words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// Append `words` to `buf`.
+pub fn push_words(buf: &mut Vec<u8>, words: &[u64]) {
+    buf.reserve(words.len() * 8);
+    for w in words {
+        buf.extend_from_slice(&w.to_le_bytes());
+    }
+}
+
+pub fn decode_words(
+    protocol: &'static str,
+    from: PartyId,
+    bytes: &[u8],
+    n: usize,
+) -> Result<Vec<u64>> {
+    if bytes.len() != n * 8 {
+        return Err(MpcError::BadMessage {
+            protocol,
+            from,
+            expected: n * 8,
+            got: bytes.len(),
+        });
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk")))
+        .collect())
+}
+
+/// Bytes that `n` values of `width` bits occupy when packed.
+pub fn packed_len(n: usize, width: u32) -> usize {
+    (n * width as usize).div_ceil(8)
+}
+
+/// Pack the low `width` bits of each value, LSB first, densely.
+pub fn pack_bits(buf: &mut Vec<u8>, vals: &[u64], width: u32) {
+    assert!((1..=64).contains(&width));
+    if width == 64 {
+        return push_words(buf, vals);
+    }
+    let start = buf.len();
+    buf.resize(start + packed_len(vals.len(), width), 0);
+    let out = &mut buf[start..];
+    let mask = (1u64 << width) - 1;
+    let mut acc: u128 = 0;
+    let mut nbits = 0u32;
+    let mut pos = 0;
+    for &v in vals {
+        acc |= ((v & mask) as u128) << nbits;
+        nbits += width;
+        while nbits >= 8 {
+            out[pos] = acc as u8;
+            pos += 1;
+            acc >>= 8;
+            nbits -= 8;
+        }
+    }
+    if nbits > 0 {
+        out[pos] = acc as u8;
+    }
+}
+
+pub fn unpack_bits(
+    protocol: &'static str,
+    from: PartyId,
+    bytes: &[u8],
+    n: usize,
+    width: u32,
+) -> Result<Vec<u64>> {
+    if bytes.len() != packed_len(n, width) {
+        return Err(MpcError::BadMessage {
+            protocol,
+            from,
+            expected: packed_len(n, width),
+            got: bytes.len(),
+        });
+    }
+    if width == 64 {
+        return decode_words(protocol, from, bytes, n);
+    }
+    let mask = (1u64 << width) - 1;
+    let mut out = Vec::with_capacity(n);
+    let mut acc: u128 = 0;
+    let mut nbits = 0u32;
+    let mut it = bytes.iter();
+    for _ in 0..n {
+        while nbits < width {
+            acc |= (*it.next().expect("length checked") as u128) << nbits;
+            nbits += 8;
+        }
+        out.push((acc as u64) & mask);
+        acc >>= width;
+        nbits -= width;
+    }
+    Ok(out)
+}
+
+/// Split a received frame into pieces of the given lengths, checking the total.
+pub fn split_frame<'a>(
+    protocol: &'static str,
+    from: PartyId,
+    bytes: &'a [u8],
+    lens: &[usize],
+) -> Result<Vec<&'a [u8]>> {
+    let total: usize = lens.iter().sum();
+    if bytes.len() != total {
+        return Err(MpcError::BadMessage {
+            protocol,
+            from,
+            expected: total,
+            got: bytes.len(),
+        });
+    }
+    let mut out = Vec::with_capacity(lens.len());
+    let mut off = 0;
+    for &l in lens {
+        out.push(&bytes[off..off + l]);
+        off += l;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_packing_round_trips() {
+        for width in [1u32, 5, 18, 31, 63, 64] {
+            let vals: Vec<u64> = (0..37u64)
+                .map(|i| i.wrapping_mul(0x9E3779B97F4A7C15))
+                .collect();
+            let mut buf = Vec::new();
+            pack_bits(&mut buf, &vals, width);
+            assert_eq!(buf.len(), packed_len(37, width));
+            let back = unpack_bits("t", 1, &buf, 37, width).unwrap();
+            let mask = if width == 64 {
+                u64::MAX
+            } else {
+                (1 << width) - 1
+            };
+            assert!(vals.iter().zip(&back).all(|(a, b)| a & mask == *b));
+        }
+        assert!(unpack_bits("t", 2, &[0u8; 3], 37, 5).is_err());
+        assert!(decode_words("t", 2, &[0u8; 15], 2).is_err());
+    }
+}
