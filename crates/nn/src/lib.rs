@@ -4,6 +4,11 @@
 
 pub mod backend;
 pub mod error;
+pub mod plain;
 
 pub use backend::{Backend, ConvSpec, Padding, ParamSource};
 pub use error::{Error, Result};
+pub use plain::{Plain, PlainTensor};
+pub mod layers;
+pub mod unet;
+pub mod weights;
