@@ -1,1 +1,19 @@
-//! Beta schedules and samplers, generic over `nn::Backend`: the scheduler coefficients are public scalars.
+//! Beta schedules and samplers, generic over `nn::Backend`.
+//!
+//! Every scheduler coefficient is a public scalar applied with `Backend::scale`/`add`/`sub`, so a
+//! denoising step is local work on shares under MPC; the only nonlinear op a sampler uses is
+//! DDIM's optional x0 clipping (`Backend::clamp`). The denoiser is a closure (a U-Net forward,
+//! possibly wrapped for classifier-free guidance) and the per-step noise comes from a
+//! [`NoiseSource`] (a seeded RNG, a file, or under MPC the client's shares).
+
+mod error;
+mod model_dir;
+mod noise;
+mod sampler;
+mod schedule;
+
+pub use error::{Error, Result};
+pub use model_dir::{models_root, resolve_model, ModelConfig, ModelDir, ModelMeta, WeightsLayout};
+pub use noise::{NoiseSource, SeededNoise, TensorNoise};
+pub use sampler::{DdimConfig, Sampler, Spacing, StepInfo};
+pub use schedule::{BetaSchedule, Schedule};
