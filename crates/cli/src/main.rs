@@ -2,11 +2,17 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench_plain;
+mod cli_error;
+mod generate;
 #[cfg(feature = "he")]
 mod he_bench;
 #[cfg(feature = "he")]
 mod he_util;
+mod info;
 mod keygen;
+mod output;
+mod report;
 
 #[derive(Parser)]
 #[command(
@@ -26,12 +32,18 @@ enum Command {
         #[command(subcommand)]
         target: BenchTarget,
     },
+    /// Generate images (a PNG grid, raw x_0, a JSON report).
+    Generate(generate::GenerateArgs),
+    /// Print a model's architecture, schedule and parameter count.
+    Info(info::InfoArgs),
     /// Create a CA and TLS certificates for the parties, the client and the model owner.
     Keygen(keygen::KeygenArgs),
 }
 
 #[derive(Subcommand)]
 enum BenchTarget {
+    /// One plaintext U-Net forward and one DDIM-50 sample (optionally against JAX).
+    Plain(bench_plain::BenchPlainArgs),
     /// One HE-Diffusion denoising step: every element encrypted vs packed vs sparse (GPL build).
     #[cfg(feature = "he")]
     He(he_bench::BenchHeArgs),
@@ -40,7 +52,10 @@ enum BenchTarget {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
+        Command::Generate(args) => generate::run(args).map_err(Into::into),
+        Command::Info(args) => info::run(args).map_err(Into::into),
         Command::Bench { target } => match target {
+            BenchTarget::Plain(args) => bench_plain::run(args).map_err(Into::into),
             #[cfg(feature = "he")]
             BenchTarget::He(args) => he_bench::run(args),
         },
