@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench_ops;
 mod bench_plain;
 mod cli_error;
 mod generate;
@@ -12,6 +13,7 @@ mod he_util;
 mod info;
 mod keygen;
 mod output;
+mod party;
 mod report;
 
 #[derive(Parser)]
@@ -38,12 +40,16 @@ enum Command {
     Info(info::InfoArgs),
     /// Create a CA and TLS certificates for the parties, the client and the model owner.
     Keygen(keygen::KeygenArgs),
+    /// Run one computing party (MPC mode) as its own process, serving jobs from a driver.
+    Party(party::PartyArgs),
 }
 
 #[derive(Subcommand)]
 enum BenchTarget {
     /// One plaintext U-Net forward and one DDIM-50 sample (optionally against JAX).
     Plain(bench_plain::BenchPlainArgs),
+    /// MPC protocols (mul, matmul, less, ...) with three parties: time, bytes, rounds, error.
+    Ops(bench_ops::BenchOpsArgs),
     /// One HE-Diffusion denoising step: every element encrypted vs packed vs sparse (GPL build).
     #[cfg(feature = "he")]
     He(he_bench::BenchHeArgs),
@@ -56,10 +62,12 @@ fn main() -> std::process::ExitCode {
         Command::Info(args) => info::run(args).map_err(Into::into),
         Command::Bench { target } => match target {
             BenchTarget::Plain(args) => bench_plain::run(args).map_err(Into::into),
+            BenchTarget::Ops(args) => bench_ops::run(args),
             #[cfg(feature = "he")]
             BenchTarget::He(args) => he_bench::run(args),
         },
         Command::Keygen(args) => keygen::run(args),
+        Command::Party(args) => party::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -61,7 +61,10 @@ use crate::ashare::AShare;
 use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
 use crate::party::{Ctx, Party};
-use crate::wire::{decode_words, pack_bits, packed_len, push_words, split_frame, unpack_bits};
+use crate::wire::{
+    check_words, decode_words, encode_words, pack_bits, packed_len, split_frame, unpack_bits,
+    word_at,
+};
 
 // PRF purposes inside one arithmetic protocol invocation.
 const P_ZERO: u32 = 0;
@@ -167,14 +170,6 @@ fn zip_map(a: &[u64], b: &[u64], f: impl Fn(u64, u64) -> u64 + Sync) -> Vec<u64>
     }
 }
 
-fn map1(a: &[u64], f: impl Fn(u64) -> u64 + Sync) -> Vec<u64> {
-    if a.len() >= PAR_MIN {
-        a.par_iter().map(|&x| f(x)).collect()
-    } else {
-        a.iter().map(|&x| f(x)).collect()
-    }
-}
-
 fn tensor(shape: &[usize], data: Vec<u64>) -> Result<RingTensor> {
     Ok(RingTensor::new(shape, data)?)
 }
@@ -211,6 +206,17 @@ fn ot_messages(
     out
 }
 
+/// `v[i] = f(v[i], i)` over a slice, on all cores for long slices.
+fn update(v: &mut [u64], f: impl Fn(u64, usize) -> u64 + Sync) {
+    if v.len() >= PAR_MIN {
+        v.par_iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x = f(*x, i));
+    } else {
+        v.iter_mut().enumerate().for_each(|(i, x)| *x = f(*x, i));
+    }
+}
+
 impl Party {
     /// The common end of every product: P_i holds `z`, its 3-out-of-3 share of the product, of
     /// shape `shape`; returns the replicated sharing of z (raw) or of z truncated by `d` bits.
@@ -218,139 +224,150 @@ impl Party {
     pub(crate) fn finish_product(
         &self,
         cx: &Ctx<'_>,
-        z: Vec<u64>,
+        mut z: Vec<u64>,
         shape: &[usize],
         trunc: Option<(TruncMethod, u32)>,
     ) -> Result<AShare> {
         let n = z.len();
-        let alpha = cx.zero_share(P_ZERO, n);
-        let mut zz = zip_map(&z, &alpha, u64::wrapping_add);
-        drop(alpha);
+        cx.add_zero_share(P_ZERO, &mut z);
         let me = cx.id();
         let Some((method, d)) = trunc else {
             // Plain reshare: send z_i + α_i to P_{i-1}, receive z_{i+1} + α_{i+1} from P_{i+1}.
             let (prev, next) = ((me + 2) % 3, (me + 1) % 3);
-            let mut msg = Vec::new();
-            push_words(&mut msg, &zz);
-            cx.send_abs(prev, msg)?;
+            cx.send_abs(prev, encode_words(&z))?;
             let other = decode_words(cx.label, next, &cx.recv_abs(next)?, n)?;
             return Ok(AShare::new_unchecked(
                 me,
-                tensor(shape, zz)?,
+                tensor(shape, z)?,
                 tensor(shape, other)?,
             ));
         };
         check_trunc_bits(cx.label, d)?;
+        if cx.role() != 0 {
+            // R1 and R2 swap their terms of A = (z_1 + α_1) + (z_2 + α_2).
+            let other = 3 - cx.role();
+            cx.send(other, encode_words(&z))?;
+            let theirs = cx.recv(other)?;
+            check_words(cx.label, cx.abs(other), &theirs, n)?;
+            update(&mut z, |a, i| a.wrapping_add(word_at(&theirs, i)));
+        }
+        self.trunc_split(cx, z, shape, method, d)
+    }
+
+    /// Truncate z = B + A where R0 holds `v` = B and R1, R2 hold `v` = A (see the module docs).
+    fn trunc_split(
+        &self,
+        cx: &Ctx<'_>,
+        mut v: Vec<u64>,
+        shape: &[usize],
+        method: TruncMethod,
+        d: u32,
+    ) -> Result<AShare> {
+        let n = v.len();
+        let me = cx.id();
         let mask = (1u64 << d) - 1;
         let k_shift = 64 - d;
         let robust = method == TruncMethod::Robust;
-        match cx.role() {
-            0 => {
-                if robust {
-                    zz.iter_mut().for_each(|v| *v = v.wrapping_add(1 << 62));
-                }
-                let delta = cx.draw_comp(1, P_DELTA, n);
-                let e0 = zip_map(&zz, &delta, |b, dl| floor_shift(b, d).wrapping_sub(dl));
-                let mut to_r2 = Vec::with_capacity(8 * n);
-                push_words(&mut to_r2, &e0);
-                if !robust {
-                    cx.send(2, to_r2)?;
-                    return Ok(AShare::new_unchecked(
-                        me,
-                        tensor(shape, e0)?,
-                        tensor(shape, delta)?,
-                    ));
-                }
-                let bits: Vec<u64> = zz.iter().map(|v| v >> 63).collect();
-                let zeta0 = cx.draw_comp(0, P_ZETA, n);
-                let zeta1 = cx.draw_comp(1, P_ZETA, n);
-                let to_r1 = ot_messages(
-                    &bits,
-                    &zeta0,
-                    &zeta1,
-                    &cx.draw_comp(0, P_PAD, n),
-                    &cx.draw_comp(0, P_PAD + 1, n),
-                    d,
-                );
-                let to_r2_ot = ot_messages(
-                    &bits,
-                    &zeta0,
-                    &zeta1,
-                    &cx.draw_comp(1, P_PAD, n),
-                    &cx.draw_comp(1, P_PAD + 1, n),
-                    d,
-                );
-                let mut m1 = Vec::new();
-                pack_bits(&mut m1, &to_r1, d);
-                cx.send(1, m1)?;
-                pack_bits(&mut to_r2, &to_r2_ot, d);
+        let role = cx.role();
+        if role == 0 {
+            let off = if robust { 1u64 << 62 } else { 0 };
+            let mut delta = cx.draw_comp(1, P_DELTA, n);
+            let bits: Vec<u64> = if robust {
+                v.iter().map(|b| b.wrapping_add(off) >> 63).collect()
+            } else {
+                Vec::new()
+            };
+            // e0 = floor((B + off) / 2^d) - δ, in place.
+            update(&mut v, |b, i| {
+                floor_shift(b.wrapping_add(off), d).wrapping_sub(delta[i])
+            });
+            let mut to_r2 = encode_words(&v);
+            if !robust {
                 cx.send(2, to_r2)?;
-                let c0 = zip_map(&e0, &zeta0, |e, z| e.wrapping_add((z & mask) << k_shift));
-                let c1 = zip_map(&delta, &zeta1, |e, z| e.wrapping_add((z & mask) << k_shift));
-                Ok(AShare::new_unchecked(
+                return Ok(AShare::new_unchecked(
                     me,
-                    tensor(shape, c0)?,
-                    tensor(shape, c1)?,
-                ))
+                    tensor(shape, v)?,
+                    tensor(shape, delta)?,
+                ));
             }
-            role => {
-                // R1 and R2 swap their terms of A.
-                let other = 3 - role;
-                let mut msg = Vec::with_capacity(8 * n);
-                push_words(&mut msg, &zz);
-                cx.send(other, msg)?;
-                let theirs = decode_words(cx.label, cx.abs(other), &cx.recv(other)?, n)?;
-                let a = zip_map(&zz, &theirs, u64::wrapping_add);
-                drop(theirs);
-                drop(zz);
-                // The component R1 and R2 share, and the one each shares with R0.
-                let mut c2 = map1(&a, |v| ceil_shift(v, d));
-                let (r0_comp, r0_frame_extra) = if role == 1 { (1, 0) } else { (0, 8 * n) };
-                if !robust {
-                    let c_r0 = if role == 1 {
-                        cx.draw_comp(1, P_DELTA, n)
-                    } else {
-                        decode_words(cx.label, cx.abs(0), &cx.recv(0)?, n)?
-                    };
-                    return self.assemble(me, role, shape, c_r0, c2);
-                }
-                // Robust: reveal to the other the pad of my index a = A63 (pads of the key I share
-                // with R0), take R0's OT pair and the other's pad for me.
-                let choice: Vec<u64> = a.iter().map(|v| v >> 63).collect();
-                let pad0 = cx.draw_comp(r0_comp, P_PAD, n);
-                let pad1 = cx.draw_comp(r0_comp, P_PAD + 1, n);
-                let my_pad: Vec<u64> = (0..n)
-                    .map(|i| if choice[i] == 1 { pad1[i] } else { pad0[i] })
-                    .collect();
-                drop((pad0, pad1));
-                let mut pm = Vec::new();
-                pack_bits(&mut pm, &my_pad, d);
-                cx.send(other, pm)?;
-                let frame = cx.recv(0)?;
-                let parts = split_frame(
-                    cx.label,
-                    cx.abs(0),
-                    &frame,
-                    &[r0_frame_extra, packed_len(2 * n, d)],
-                )?;
-                let pair = unpack_bits(cx.label, cx.abs(0), parts[1], 2 * n, d)?;
-                let their_pad = unpack_bits(cx.label, cx.abs(other), &cx.recv(other)?, n, d)?;
-                let offset = 1u64 << (62 - d);
-                for i in 0..n {
-                    let msg = if choice[i] == 1 { pair[n + i] } else { pair[i] };
-                    let m = msg.wrapping_sub(their_pad[i]) & mask;
-                    c2[i] = c2[i].wrapping_add(m << k_shift).wrapping_sub(offset);
-                }
-                let zeta = cx.draw_comp(r0_comp, P_ZETA, n);
-                let base = if role == 1 {
-                    cx.draw_comp(1, P_DELTA, n)
-                } else {
-                    decode_words(cx.label, cx.abs(0), parts[0], n)?
-                };
-                let c_r0 = zip_map(&base, &zeta, |e, z| e.wrapping_add((z & mask) << k_shift));
-                self.assemble(me, role, shape, c_r0, c2)
-            }
+            let zeta0 = cx.draw_comp(0, P_ZETA, n);
+            let zeta1 = cx.draw_comp(1, P_ZETA, n);
+            let msgs = |comp: usize| {
+                let (p0, p1) = (
+                    cx.draw_comp(comp, P_PAD, n),
+                    cx.draw_comp(comp, P_PAD + 1, n),
+                );
+                ot_messages(&bits, &zeta0, &zeta1, &p0, &p1, d)
+            };
+            let mut m1 = Vec::with_capacity(packed_len(2 * n, d));
+            pack_bits(&mut m1, &msgs(0), d);
+            cx.send(1, m1)?;
+            pack_bits(&mut to_r2, &msgs(1), d);
+            cx.send(2, to_r2)?;
+            update(&mut v, |e, i| e.wrapping_add((zeta0[i] & mask) << k_shift));
+            update(&mut delta, |e, i| {
+                e.wrapping_add((zeta1[i] & mask) << k_shift)
+            });
+            return Ok(AShare::new_unchecked(
+                me,
+                tensor(shape, v)?,
+                tensor(shape, delta)?,
+            ));
         }
+        // R1 and R2: v = A; the component they share is ceil(A / 2^d) (+ the correction).
+        let other = 3 - role;
+        let (r0_comp, r0_extra) = if role == 1 { (1, 0) } else { (0, 8 * n) };
+        let choice: Vec<u8> = if robust {
+            v.iter().map(|a| (a >> 63) as u8).collect()
+        } else {
+            Vec::new()
+        };
+        update(&mut v, |a, _| ceil_shift(a, d));
+        if !robust {
+            let c_r0 = if role == 1 {
+                cx.draw_comp(1, P_DELTA, n)
+            } else {
+                decode_words(cx.label, cx.abs(0), &cx.recv(0)?, n)?
+            };
+            return self.assemble(me, role, shape, c_r0, v);
+        }
+        // Robust: reveal to the other the pad of my index a = A63 (pads of the key I share with
+        // R0), take R0's OT pair and the other's pad for me.
+        let mut my_pad = cx.draw_comp(r0_comp, P_PAD, n);
+        let pad1 = cx.draw_comp(r0_comp, P_PAD + 1, n);
+        update(
+            &mut my_pad,
+            |p0, i| if choice[i] == 1 { pad1[i] } else { p0 },
+        );
+        drop(pad1);
+        let mut pm = Vec::with_capacity(packed_len(n, d));
+        pack_bits(&mut pm, &my_pad, d);
+        cx.send(other, pm)?;
+        let frame = cx.recv(0)?;
+        let parts = split_frame(
+            cx.label,
+            cx.abs(0),
+            &frame,
+            &[r0_extra, packed_len(2 * n, d)],
+        )?;
+        let pair = unpack_bits(cx.label, cx.abs(0), parts[1], 2 * n, d)?;
+        let their_pad = unpack_bits(cx.label, cx.abs(other), &cx.recv(other)?, n, d)?;
+        let offset = 1u64 << (62 - d);
+        update(&mut v, |c, i| {
+            let msg = if choice[i] == 1 { pair[n + i] } else { pair[i] };
+            let m = msg.wrapping_sub(their_pad[i]) & mask;
+            c.wrapping_add(m << k_shift).wrapping_sub(offset)
+        });
+        let zeta = cx.draw_comp(r0_comp, P_ZETA, n);
+        let mut c_r0 = if role == 1 {
+            cx.draw_comp(1, P_DELTA, n)
+        } else {
+            decode_words(cx.label, cx.abs(0), parts[0], n)?
+        };
+        update(&mut c_r0, |e, i| {
+            e.wrapping_add((zeta[i] & mask) << k_shift)
+        });
+        self.assemble(me, role, shape, c_r0, v)
     }
 
     /// R1 holds (c_1, c_2), R2 holds (c_2, c_0): `c_r0` is the component shared with R0.
@@ -385,114 +402,16 @@ impl Party {
     pub fn trunc(&self, x: &AShare, d: u32, method: TruncMethod) -> Result<AShare> {
         let cx = self.begin("trunc");
         check_trunc_bits(cx.label, d)?;
-        let n = x.len();
-        let shape = x.shape().to_vec();
-        let me = cx.id();
-        let mask = (1u64 << d) - 1;
-        let k_shift = 64 - d;
-        let robust = method == TruncMethod::Robust;
-        match cx.role() {
-            0 => {
-                let off = if robust { 1u64 << 62 } else { 0 };
-                let b = zip_map(
-                    x.comp(cx.abs(0)).data(),
-                    x.comp(cx.abs(1)).data(),
-                    |p, q| p.wrapping_add(q).wrapping_add(off),
-                );
-                let delta = cx.draw_comp(1, P_DELTA, n);
-                let e0 = zip_map(&b, &delta, |v, dl| floor_shift(v, d).wrapping_sub(dl));
-                let mut to_r2 = Vec::with_capacity(8 * n);
-                push_words(&mut to_r2, &e0);
-                if !robust {
-                    cx.send(2, to_r2)?;
-                    return Ok(AShare::new_unchecked(
-                        me,
-                        tensor(&shape, e0)?,
-                        tensor(&shape, delta)?,
-                    ));
-                }
-                let bits: Vec<u64> = b.iter().map(|v| v >> 63).collect();
-                let zeta0 = cx.draw_comp(0, P_ZETA, n);
-                let zeta1 = cx.draw_comp(1, P_ZETA, n);
-                let to_r1 = ot_messages(
-                    &bits,
-                    &zeta0,
-                    &zeta1,
-                    &cx.draw_comp(0, P_PAD, n),
-                    &cx.draw_comp(0, P_PAD + 1, n),
-                    d,
-                );
-                let to_r2_ot = ot_messages(
-                    &bits,
-                    &zeta0,
-                    &zeta1,
-                    &cx.draw_comp(1, P_PAD, n),
-                    &cx.draw_comp(1, P_PAD + 1, n),
-                    d,
-                );
-                let mut m1 = Vec::new();
-                pack_bits(&mut m1, &to_r1, d);
-                cx.send(1, m1)?;
-                pack_bits(&mut to_r2, &to_r2_ot, d);
-                cx.send(2, to_r2)?;
-                let c0 = zip_map(&e0, &zeta0, |e, z| e.wrapping_add((z & mask) << k_shift));
-                let c1 = zip_map(&delta, &zeta1, |e, z| e.wrapping_add((z & mask) << k_shift));
-                Ok(AShare::new_unchecked(
-                    me,
-                    tensor(&shape, c0)?,
-                    tensor(&shape, c1)?,
-                ))
-            }
-            role => {
-                let other = 3 - role;
-                let a = x.comp(cx.abs(2)).data();
-                let mut c2 = map1(a, |v| ceil_shift(v, d));
-                let (r0_comp, r0_frame_extra) = if role == 1 { (1, 0) } else { (0, 8 * n) };
-                if !robust {
-                    let c_r0 = if role == 1 {
-                        cx.draw_comp(1, P_DELTA, n)
-                    } else {
-                        decode_words(cx.label, cx.abs(0), &cx.recv(0)?, n)?
-                    };
-                    return self.assemble(me, role, &shape, c_r0, c2);
-                }
-                let pad0 = cx.draw_comp(r0_comp, P_PAD, n);
-                let pad1 = cx.draw_comp(r0_comp, P_PAD + 1, n);
-                let my_pad: Vec<u64> = (0..n)
-                    .map(|i| if a[i] >> 63 == 1 { pad1[i] } else { pad0[i] })
-                    .collect();
-                let mut pm = Vec::new();
-                pack_bits(&mut pm, &my_pad, d);
-                cx.send(other, pm)?;
-                let frame = cx.recv(0)?;
-                let parts = split_frame(
-                    cx.label,
-                    cx.abs(0),
-                    &frame,
-                    &[r0_frame_extra, packed_len(2 * n, d)],
-                )?;
-                let pair = unpack_bits(cx.label, cx.abs(0), parts[1], 2 * n, d)?;
-                let their_pad = unpack_bits(cx.label, cx.abs(other), &cx.recv(other)?, n, d)?;
-                let offset = 1u64 << (62 - d);
-                for i in 0..n {
-                    let msg = if a[i] >> 63 == 1 {
-                        pair[n + i]
-                    } else {
-                        pair[i]
-                    };
-                    let m = msg.wrapping_sub(their_pad[i]) & mask;
-                    c2[i] = c2[i].wrapping_add(m << k_shift).wrapping_sub(offset);
-                }
-                let zeta = cx.draw_comp(r0_comp, P_ZETA, n);
-                let base = if role == 1 {
-                    cx.draw_comp(1, P_DELTA, n)
-                } else {
-                    decode_words(cx.label, cx.abs(0), parts[0], n)?
-                };
-                let c_r0 = zip_map(&base, &zeta, |e, z| e.wrapping_add((z & mask) << k_shift));
-                self.assemble(me, role, &shape, c_r0, c2)
-            }
-        }
+        let v = if cx.role() == 0 {
+            zip_map(
+                x.comp(cx.abs(0)).data(),
+                x.comp(cx.abs(1)).data(),
+                u64::wrapping_add,
+            )
+        } else {
+            x.comp(cx.abs(2)).data().to_vec()
+        };
+        self.trunc_split(&cx, v, x.shape(), method, d)
     }
 
     fn method(&self, m: Option<TruncMethod>) -> TruncMethod {

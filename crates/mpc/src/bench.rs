@@ -36,6 +36,87 @@ pub enum BenchOutput {
     Bits(BShare),
 }
 
+impl BenchOutput {
+    /// Wire form for a party's reply to a driver: tag (0 arith, 1 bits), then the components.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        match self {
+            BenchOutput::Arith(a) => {
+                b.push(0);
+                b.push(a.shape().len() as u8);
+                for d in a.shape() {
+                    b.extend_from_slice(&(*d as u64).to_le_bytes());
+                }
+                crate::wire::push_words(&mut b, a.mine().data());
+                crate::wire::push_words(&mut b, a.next().data());
+            }
+            BenchOutput::Bits(x) => {
+                b.push(1);
+                b.extend_from_slice(&(x.bits() as u64).to_le_bytes());
+                b.extend_from_slice(&(x.len() as u64).to_le_bytes());
+                crate::wire::push_words(&mut b, x.mine());
+                crate::wire::push_words(&mut b, x.next());
+            }
+        }
+        b
+    }
+
+    /// Parse a reply of party `from`; every length is checked against the header.
+    pub fn from_bytes(from: usize, bytes: &[u8]) -> Result<Self> {
+        let bad = || MpcError::invalid("bench output", format!("malformed output from P{from}"));
+        let word = |off: usize| -> Result<u64> {
+            Ok(u64::from_le_bytes(
+                bytes
+                    .get(off..off + 8)
+                    .ok_or_else(bad)?
+                    .try_into()
+                    .map_err(|_| bad())?,
+            ))
+        };
+        match bytes.first() {
+            Some(0) => {
+                let nd = *bytes.get(1).ok_or_else(bad)? as usize;
+                let mut shape = Vec::with_capacity(nd);
+                for i in 0..nd {
+                    shape.push(word(2 + 8 * i)? as usize);
+                }
+                let n = shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .ok_or_else(bad)?;
+                let off = 2 + 8 * nd;
+                let body = &bytes[off.min(bytes.len())..];
+                let parts = crate::wire::split_frame("bench output", from, body, &[8 * n, 8 * n])?;
+                let m = crate::wire::decode_words("bench output", from, parts[0], n)?;
+                let x = crate::wire::decode_words("bench output", from, parts[1], n)?;
+                Ok(BenchOutput::Arith(AShare::from_parts(
+                    from,
+                    RingTensor::new(&shape, m)?,
+                    RingTensor::new(&shape, x)?,
+                )?))
+            }
+            Some(1) => {
+                let (bits, len) = (word(1)? as usize, word(9)? as usize);
+                let w = bits
+                    .checked_mul(crate::bshare::words_for(len))
+                    .ok_or_else(bad)?;
+                let parts = crate::wire::split_frame(
+                    "bench output",
+                    from,
+                    &bytes[17.min(bytes.len())..],
+                    &[8 * w, 8 * w],
+                )?;
+                let m = crate::wire::decode_words("bench output", from, parts[0], w)?;
+                let x = crate::wire::decode_words("bench output", from, parts[1], w)?;
+                Ok(BenchOutput::Bits(BShare::from_parts(
+                    from, bits, len, m, x,
+                )?))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
 pub trait BenchOp: Send + Sync {
     fn name(&self) -> &'static str;
     /// Elements run when `--n` is not given.
@@ -97,10 +178,12 @@ impl BenchOp for Matmul {
         "matmul"
     }
     fn default_n(&self) -> usize {
-        256
+        256 * 256
     }
-    /// `n` is the matrix size: (n x n) by (n x n).
+    /// `n` is the elements of each matrix: (s x s) by (s x s) with s = round(sqrt(n)); the
+    /// reported size is s.
     fn inputs(&self, n: usize, rng: &mut StdRng) -> Vec<BenchInput> {
+        let n = ((n as f64).sqrt().round() as usize).max(1);
         (0..2)
             .map(|_| BenchInput {
                 shape: vec![n, n],
@@ -162,6 +245,19 @@ pub fn registry() -> Vec<Box<dyn BenchOp>> {
 
 pub fn find(name: &str) -> Option<Box<dyn BenchOp>> {
     registry().into_iter().find(|o| o.name() == name)
+}
+
+/// Inputs of `op` at size `n` from `seed`, and their owner shares for the three parties.
+pub fn prepare_inputs(
+    op: &dyn BenchOp,
+    n: usize,
+    fp: FixedPoint,
+    seed: u64,
+) -> Result<(Vec<BenchInput>, Vec<[crate::io::OwnerShare; 3]>)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let inputs = op.inputs(n, &mut rng);
+    let dealt = deal_inputs(fp, &inputs, &mut rng)?;
+    Ok((inputs, dealt))
 }
 
 /// Encode inputs and deal them to the three parties (owner side).
@@ -284,9 +380,7 @@ pub fn run_local_bench(
     repeat: usize,
     seed: u64,
 ) -> Result<BenchRecord> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let inputs = op.inputs(n, &mut rng);
-    let dealt = deal_inputs(cfg.fixed_point(), &inputs, &mut rng)?;
+    let (inputs, dealt) = prepare_inputs(op, n, cfg.fixed_point(), seed)?;
     let runs = crate::runner::run_local(cfg, None, |p| {
         let shares: Vec<AShare> = dealt
             .iter()
@@ -345,9 +439,34 @@ mod tests {
     use crate::config::TruncMethod;
 
     #[test]
+    fn outputs_round_trip_and_reject_garbage() {
+        let a = AShare::from_parts(
+            1,
+            RingTensor::new(&[2], vec![1, 2]).unwrap(),
+            RingTensor::new(&[2], vec![3, 4]).unwrap(),
+        )
+        .unwrap();
+        let b = BenchOutput::Arith(a.clone()).to_bytes();
+        match BenchOutput::from_bytes(1, &b).unwrap() {
+            BenchOutput::Arith(x) => assert_eq!(x, a),
+            _ => panic!("kind"),
+        }
+        assert!(BenchOutput::from_bytes(1, &b[..b.len() - 1]).is_err());
+        assert!(BenchOutput::from_bytes(1, &[0, 9, 1]).is_err());
+        assert!(BenchOutput::from_bytes(1, &[7]).is_err());
+        let bits = BShare::from_parts(2, 1, 70, vec![5, 6], vec![7, 8]).unwrap();
+        let b = BenchOutput::Bits(bits.clone()).to_bytes();
+        match BenchOutput::from_bytes(2, &b).unwrap() {
+            BenchOutput::Bits(x) => assert_eq!(x, bits),
+            _ => panic!("kind"),
+        }
+        assert!(BenchOutput::from_bytes(2, &b[..20]).is_err());
+    }
+
+    #[test]
     fn registry_ops_run_and_match_their_references() {
         for op in registry() {
-            let n = if op.name() == "matmul" { 8 } else { 500 };
+            let n = if op.name() == "matmul" { 64 } else { 500 };
             for m in [TruncMethod::Fast, TruncMethod::Robust] {
                 let r = run_local_bench(op.as_ref(), n, FixedConfig::new(18, m), 1, 1).unwrap();
                 assert!(r.max_abs_err < 1e-3, "{}: {r:?}", op.name());

@@ -26,7 +26,7 @@ use crate::ashare::AShare;
 use crate::bshare::{to_planes, words_for, BShare};
 use crate::error::{MpcError, Result};
 use crate::party::{Ctx, Party};
-use crate::wire::{decode_words, push_words};
+use crate::wire::{check_words, decode_words, encode_words, word_at};
 
 const P_RHO: u32 = 0;
 const P_G0: u32 = 1;
@@ -34,32 +34,50 @@ const P_G1: u32 = 2;
 /// Tree level l uses purpose P_LEVEL + l.
 const P_LEVEL: u32 = 16;
 
-/// A shared bit-plane vector: (component `id`, component `id + 1`).
+/// Shared bit planes stored flat: plane j is words [j * w, (j + 1) * w) of each component.
 #[derive(Clone, Debug)]
-struct Planes {
+struct Flat {
+    w: usize,
     mine: Vec<u64>,
     next: Vec<u64>,
 }
 
-impl Planes {
-    fn xor(&self, o: &Planes) -> Planes {
-        Planes {
-            mine: self.mine.iter().zip(&o.mine).map(|(a, b)| a ^ b).collect(),
-            next: self.next.iter().zip(&o.next).map(|(a, b)| a ^ b).collect(),
-        }
-    }
-    fn slice(&self, start: usize, len: usize) -> Planes {
-        Planes {
-            mine: self.mine[start..start + len].to_vec(),
-            next: self.next[start..start + len].to_vec(),
-        }
-    }
+/// One shared plane, borrowed.
+#[derive(Clone, Copy)]
+struct PlaneRef<'a> {
+    mine: &'a [u64],
+    next: &'a [u64],
 }
 
-/// A node of the carry tree: group generate and (except for the group of bit 0) propagate.
-struct Node {
-    g: Planes,
-    p: Option<Planes>,
+impl Flat {
+    fn planes(&self) -> usize {
+        self.mine.len() / self.w.max(1)
+    }
+    fn plane(&self, j: usize) -> PlaneRef<'_> {
+        let r = j * self.w..(j + 1) * self.w;
+        PlaneRef {
+            mine: &self.mine[r.clone()],
+            next: &self.next[r],
+        }
+    }
+    fn empty(w: usize, planes: usize) -> Flat {
+        Flat {
+            w,
+            mine: Vec::with_capacity(w * planes),
+            next: Vec::with_capacity(w * planes),
+        }
+    }
+    /// Append plane a ^ b.
+    fn push_xor(&mut self, a: PlaneRef<'_>, b: PlaneRef<'_>) {
+        self.mine
+            .extend(a.mine.iter().zip(b.mine).map(|(x, y)| x ^ y));
+        self.next
+            .extend(a.next.iter().zip(b.next).map(|(x, y)| x ^ y));
+    }
+    fn push(&mut self, a: PlaneRef<'_>) {
+        self.mine.extend_from_slice(a.mine);
+        self.next.extend_from_slice(a.next);
+    }
 }
 
 /// Number of AND planes in each level of the carry tree over `leaves` groups.
@@ -118,41 +136,31 @@ pub fn and_cost(n: usize, bits: usize) -> Cost {
 impl Party {
     /// ANDs of plane pairs, all in one message: z_i = x_i y_i ^ x_i y_{i+1} ^ x_{i+1} y_i ^ α_i,
     /// sent to P_{i-1}. Opened: z_{i+1} to P_i, masked by the XOR-zero-share component
-    /// F(k_{i+2}) that P_i does not hold.
+    /// F(k_{i+2}) that P_i does not hold. Returns the products as flat planes, in pair order.
     fn and_batch(
         &self,
         cx: &Ctx<'_>,
         purpose: u32,
-        pairs: &[(&Planes, &Planes)],
-    ) -> Result<Vec<Planes>> {
-        let total: usize = pairs.iter().map(|(x, _)| x.mine.len()).sum();
-        let alpha = cx.zero_share_xor(purpose, total);
+        w: usize,
+        pairs: &[(PlaneRef<'_>, PlaneRef<'_>)],
+    ) -> Result<Flat> {
+        let total = pairs.len() * w;
         let mut z = Vec::with_capacity(total);
         for (x, y) in pairs {
-            for i in 0..x.mine.len() {
-                z.push((x.mine[i] & y.mine[i]) ^ (x.mine[i] & y.next[i]) ^ (x.next[i] & y.mine[i]));
-            }
+            z.extend(
+                (0..w).map(|i| (x.mine[i] & (y.mine[i] ^ y.next[i])) ^ (x.next[i] & y.mine[i])),
+            );
         }
-        for (a, b) in z.iter_mut().zip(&alpha) {
-            *a ^= b;
-        }
+        cx.xor_zero_share(purpose, &mut z);
         let me = cx.id();
         let (prev, next) = ((me + 2) % 3, (me + 1) % 3);
-        let mut msg = Vec::with_capacity(8 * total);
-        push_words(&mut msg, &z);
-        cx.send_abs(prev, msg)?;
+        cx.send_abs(prev, encode_words(&z))?;
         let other = decode_words(cx.label, next, &cx.recv_abs(next)?, total)?;
-        let mut out = Vec::with_capacity(pairs.len());
-        let mut off = 0;
-        for (x, _) in pairs {
-            let l = x.mine.len();
-            out.push(Planes {
-                mine: z[off..off + l].to_vec(),
-                next: other[off..off + l].to_vec(),
-            });
-            off += l;
-        }
-        Ok(out)
+        Ok(Flat {
+            w,
+            mine: z,
+            next: other,
+        })
     }
 
     /// Bitwise AND of two boolean shares of the same size. Cost: [`and_cost`].
@@ -161,16 +169,15 @@ impl Party {
         if (x.bits(), x.len()) != (y.bits(), y.len()) {
             return Err(MpcError::invalid("and", "operands differ in size"));
         }
-        let px = Planes {
-            mine: x.mine().to_vec(),
-            next: x.next().to_vec(),
+        let px = PlaneRef {
+            mine: x.mine(),
+            next: x.next(),
         };
-        let py = Planes {
-            mine: y.mine().to_vec(),
-            next: y.next().to_vec(),
+        let py = PlaneRef {
+            mine: y.mine(),
+            next: y.next(),
         };
-        let mut out = self.and_batch(&cx, 0, &[(&px, &py)])?;
-        let r = out.pop().expect("one result");
+        let r = self.and_batch(&cx, 0, x.mine().len(), &[(px, py)])?;
         Ok(BShare::new_unchecked(
             cx.id(),
             x.bits(),
@@ -182,119 +189,123 @@ impl Party {
 
     /// The generate-propagate planes of v + w for the low `bits` bits (see the module docs).
     /// Returns (P for all `bits` planes, G for planes 0..bits-1).
-    fn adder_inputs(&self, cx: &Ctx<'_>, x: &AShare, bits: usize) -> Result<(Planes, Planes)> {
+    fn adder_inputs(&self, cx: &Ctx<'_>, x: &AShare, bits: usize) -> Result<(Flat, Flat)> {
         let n = x.len();
-        let words = words_for(n);
-        let gl = (bits - 1) * words;
+        let w = words_for(n);
+        let gl = (bits - 1) * w;
         let role = cx.role();
-        match role {
-            0 => {
-                let v: Vec<u64> = x
-                    .comp(cx.abs(0))
-                    .data()
-                    .iter()
-                    .zip(x.comp(cx.abs(1)).data())
-                    .map(|(a, b)| a.wrapping_add(*b))
-                    .collect();
-                let rho = cx.draw_comp(1, P_RHO, bits * words);
-                let b0: Vec<u64> = to_planes(&v, bits)
-                    .iter()
-                    .zip(&rho)
-                    .map(|(a, b)| a ^ b)
-                    .collect();
-                let mut msg = Vec::with_capacity(8 * b0.len());
-                push_words(&mut msg, &b0);
-                cx.send(2, msg)?;
-                let p = Planes {
-                    mine: b0,
-                    next: rho,
-                };
-                let g = Planes {
-                    mine: cx.draw_comp(0, P_G0, gl),
-                    next: cx.draw_comp(1, P_G1, gl),
-                };
-                Ok((p, g))
-            }
-            _ => {
-                let wp = to_planes(x.comp(cx.abs(2)).data(), bits);
-                let other = 3 - role;
-                // My G term: R1 has ρ & w, R2 has b0 & w (b0 from R0).
-                let (v_comp, my_mask_comp) = if role == 1 {
-                    (cx.draw_comp(1, P_RHO, bits * words), 1)
-                } else {
-                    (
-                        decode_words(cx.label, cx.abs(0), &cx.recv(0)?, bits * words)?,
-                        0,
-                    )
-                };
-                let mask = cx.draw_comp(my_mask_comp, if role == 1 { P_G1 } else { P_G0 }, gl);
-                let term: Vec<u64> = (0..gl).map(|i| (v_comp[i] & wp[i]) ^ mask[i]).collect();
-                let mut msg = Vec::with_capacity(8 * gl);
-                push_words(&mut msg, &term);
-                cx.send(other, msg)?;
-                let theirs = decode_words(cx.label, cx.abs(other), &cx.recv(other)?, gl)?;
-                let c2: Vec<u64> = term.iter().zip(&theirs).map(|(a, b)| a ^ b).collect();
-                if role == 1 {
-                    // R1 holds components (1, 2): v is (ρ, 0), w is (0, w).
-                    Ok((
-                        Planes {
-                            mine: v_comp,
-                            next: wp,
-                        },
-                        Planes {
-                            mine: mask,
-                            next: c2,
-                        },
-                    ))
-                } else {
-                    // R2 holds components (2, 0): v is (0, b0), w is (w, 0).
-                    Ok((
-                        Planes {
-                            mine: wp,
-                            next: v_comp,
-                        },
-                        Planes {
-                            mine: c2,
-                            next: mask,
-                        },
-                    ))
-                }
-            }
+        if role == 0 {
+            let v: Vec<u64> = x
+                .comp(cx.abs(0))
+                .data()
+                .iter()
+                .zip(x.comp(cx.abs(1)).data())
+                .map(|(a, b)| a.wrapping_add(*b))
+                .collect();
+            let rho = cx.draw_comp(1, P_RHO, bits * w);
+            let mut b0 = to_planes(&v, bits);
+            b0.iter_mut().zip(&rho).for_each(|(a, r)| *a ^= r);
+            cx.send(2, encode_words(&b0))?;
+            let p = Flat {
+                w,
+                mine: b0,
+                next: rho,
+            };
+            let g = Flat {
+                w,
+                mine: cx.draw_comp(0, P_G0, gl),
+                next: cx.draw_comp(1, P_G1, gl),
+            };
+            return Ok((p, g));
+        }
+        let wp = to_planes(x.comp(cx.abs(2)).data(), bits);
+        let other = 3 - role;
+        // My G term: R1 has ρ & w, R2 has b0 & w (b0 from R0), masked by the component I share
+        // with R0.
+        let v_comp = if role == 1 {
+            cx.draw_comp(1, P_RHO, bits * w)
+        } else {
+            decode_words(cx.label, cx.abs(0), &cx.recv(0)?, bits * w)?
+        };
+        let mask = if role == 1 {
+            cx.draw_comp(1, P_G1, gl)
+        } else {
+            cx.draw_comp(0, P_G0, gl)
+        };
+        let term: Vec<u64> = (0..gl).map(|i| (v_comp[i] & wp[i]) ^ mask[i]).collect();
+        cx.send(other, encode_words(&term))?;
+        let theirs = cx.recv(other)?;
+        check_words(cx.label, cx.abs(other), &theirs, gl)?;
+        let c2: Vec<u64> = term
+            .iter()
+            .enumerate()
+            .map(|(i, a)| a ^ word_at(&theirs, i))
+            .collect();
+        if role == 1 {
+            // R1 holds components (1, 2): v is (ρ, 0), w is (0, w).
+            Ok((
+                Flat {
+                    w,
+                    mine: v_comp,
+                    next: wp,
+                },
+                Flat {
+                    w,
+                    mine: mask,
+                    next: c2,
+                },
+            ))
+        } else {
+            // R2 holds components (2, 0): v is (0, b0), w is (w, 0).
+            Ok((
+                Flat {
+                    w,
+                    mine: wp,
+                    next: v_comp,
+                },
+                Flat {
+                    w,
+                    mine: c2,
+                    next: mask,
+                },
+            ))
         }
     }
 
-    /// Combine leaves into the group generate of all of them (see the module docs).
-    fn carry_tree(&self, cx: &Ctx<'_>, mut nodes: Vec<Node>) -> Result<Planes> {
+    /// Combine leaf groups into the group generate of all of them (see the module docs). `g`
+    /// holds one plane per leaf, `p` one per leaf but the first (leaf 0 has no P).
+    fn carry_tree(&self, cx: &Ctx<'_>, mut g: Flat, mut p: Flat) -> Result<Flat> {
+        let w = g.w;
         let mut level = 0u32;
-        while nodes.len() > 1 {
-            let mut pairs: Vec<(&Planes, &Planes)> = Vec::new();
-            for ch in nodes.chunks(2) {
-                if let [lo, hi] = ch {
-                    let php = hi.p.as_ref().expect("only node 0 lacks P");
-                    pairs.push((php, &lo.g));
-                    if let Some(plo) = &lo.p {
-                        pairs.push((php, plo));
-                    }
+        while g.planes() > 1 {
+            let m = g.planes();
+            let pairs_n = m / 2;
+            // Pair i combines lo = 2i and hi = 2i + 1; node j's P is plane j - 1 of `p`.
+            let mut pairs = Vec::with_capacity(2 * pairs_n);
+            for i in 0..pairs_n {
+                pairs.push((p.plane(2 * i), g.plane(2 * i)));
+            }
+            for i in 1..pairs_n {
+                pairs.push((p.plane(2 * i), p.plane(2 * i - 1)));
+            }
+            let r = self.and_batch(cx, P_LEVEL + level, w, &pairs)?;
+            let mut ng = Flat::empty(w, pairs_n + 1);
+            let mut np = Flat::empty(w, pairs_n);
+            for i in 0..pairs_n {
+                ng.push_xor(g.plane(2 * i + 1), r.plane(i));
+                if i > 0 {
+                    np.push(r.plane(pairs_n + i - 1));
                 }
             }
-            let mut res = self.and_batch(cx, P_LEVEL + level, &pairs)?.into_iter();
-            let mut next_nodes = Vec::with_capacity(nodes.len().div_ceil(2));
-            let mut it = nodes.into_iter();
-            while let Some(lo) = it.next() {
-                match it.next() {
-                    Some(hi) => {
-                        let pg = res.next().expect("one AND per pair");
-                        let g = hi.g.xor(&pg);
-                        let p = if lo.p.is_some() { res.next() } else { None };
-                        next_nodes.push(Node { g, p });
-                    }
-                    None => next_nodes.push(lo),
-                }
+            if m % 2 == 1 {
+                ng.push(g.plane(m - 1));
+                np.push(p.plane(m - 2));
             }
-            nodes = next_nodes;
+            g = ng;
+            p = np;
             level += 1;
         }
-        Ok(nodes.pop().expect("at least one leaf").g)
+        Ok(g)
     }
 
     /// Boolean share of bit `bits - 1` of x mod 2^bits: the sign of x when |x| < 2^(bits-1).
@@ -308,16 +319,17 @@ impl Party {
             ));
         }
         let n = x.len();
-        let words = words_for(n);
+        let w = words_for(n);
         let (p, g) = self.adder_inputs(&cx, x, bits)?;
-        let leaves: Vec<Node> = (0..bits - 1)
-            .map(|j| Node {
-                g: g.slice(j * words, words),
-                p: (j > 0).then(|| p.slice(j * words, words)),
-            })
-            .collect();
-        let carry = self.carry_tree(&cx, leaves)?;
-        let top = p.slice((bits - 1) * words, words).xor(&carry);
+        // Leaves 0..bits-1: G planes as they are, P planes 1..bits-2.
+        let leaf_p = Flat {
+            w,
+            mine: p.mine[w..(bits - 1) * w].to_vec(),
+            next: p.next[w..(bits - 1) * w].to_vec(),
+        };
+        let carry = self.carry_tree(&cx, g, leaf_p)?;
+        let mut top = Flat::empty(w, 1);
+        top.push_xor(p.plane(bits - 1), carry.plane(0));
         Ok(BShare::new_unchecked(cx.id(), 1, n, top.mine, top.next))
     }
 
@@ -363,43 +375,53 @@ impl Party {
             ));
         }
         let n = x.len();
-        let words = words_for(n);
-        let (p, g) = self.adder_inputs(&cx, x, bits)?;
-        let mut gs: Vec<Planes> = (0..bits - 1).map(|j| g.slice(j * words, words)).collect();
-        let mut ps: Vec<Planes> = (0..bits - 1).map(|j| p.slice(j * words, words)).collect();
+        let w = words_for(n);
+        let (p, mut g) = self.adder_inputs(&cx, x, bits)?;
+        let leaves = bits - 1;
+        // ps: current group propagate of planes 0..leaves (plane 0 unused).
+        let mut ps = Flat {
+            w,
+            mine: p.mine[..leaves * w].to_vec(),
+            next: p.next[..leaves * w].to_vec(),
+        };
         let mut span = 1;
         let mut level = 0u32;
-        while span < bits - 1 {
+        while span < leaves {
             // G_i <- G_i ^ P_i & G_{i-span} for i >= span; P_i <- P_i & P_{i-span} for i >= 2 span.
-            let mut pairs: Vec<(&Planes, &Planes)> = Vec::new();
-            for i in span..bits - 1 {
-                pairs.push((&ps[i], &gs[i - span]));
+            let mut pairs = Vec::new();
+            for i in span..leaves {
+                pairs.push((ps.plane(i), g.plane(i - span)));
             }
-            for i in 2 * span..bits - 1 {
-                pairs.push((&ps[i], &ps[i - span]));
+            for i in 2 * span..leaves {
+                pairs.push((ps.plane(i), ps.plane(i - span)));
             }
-            let res = self.and_batch(&cx, P_LEVEL + level, &pairs)?;
-            let (gr, pr) = res.split_at(bits - 1 - span);
-            let new_g: Vec<Planes> = (span..bits - 1).map(|i| gs[i].xor(&gr[i - span])).collect();
-            for (i, ng) in (span..bits - 1).zip(new_g) {
-                gs[i] = ng;
+            let r = self.and_batch(&cx, P_LEVEL + level, w, &pairs)?;
+            let mut ng = Flat::empty(w, leaves);
+            let mut np = Flat::empty(w, leaves);
+            for i in 0..leaves {
+                if i < span {
+                    ng.push(g.plane(i));
+                } else {
+                    ng.push_xor(g.plane(i), r.plane(i - span));
+                }
+                if i < 2 * span {
+                    np.push(ps.plane(i));
+                } else {
+                    np.push(r.plane(leaves - span + i - 2 * span));
+                }
             }
-            for (i, np) in (2 * span..bits - 1).zip(pr.iter()) {
-                ps[i] = np.clone();
-            }
+            g = ng;
+            ps = np;
             span *= 2;
             level += 1;
         }
         // sum_i = P0_i ^ carry_i, carry_i = G[i-1 : 0].
-        let mut mine = Vec::with_capacity(bits * words);
-        let mut next = Vec::with_capacity(bits * words);
-        for i in 0..bits {
-            let p0 = p.slice(i * words, words);
-            let s = if i == 0 { p0 } else { p0.xor(&gs[i - 1]) };
-            mine.extend(s.mine);
-            next.extend(s.next);
+        let mut out = Flat::empty(w, bits);
+        out.push(p.plane(0));
+        for i in 1..bits {
+            out.push_xor(p.plane(i), g.plane(i - 1));
         }
-        Ok(BShare::new_unchecked(cx.id(), bits, n, mine, next))
+        Ok(BShare::new_unchecked(cx.id(), bits, n, out.mine, out.next))
     }
 }
 

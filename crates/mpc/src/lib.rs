@@ -56,4 +56,4 @@ pub use config::{FixedConfig, TruncMethod};
 pub use error::{MpcError, Result};
 pub use io::{deal, reconstruct, OutputShare, OwnerShare};
 pub use party::{Ctx, Party};
-pub use runner::{run_local, run_with, LOCAL_TIMEOUT};
+pub use runner::{run_local, run_with, SharedTransport, LOCAL_TIMEOUT};

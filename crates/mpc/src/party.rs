@@ -221,6 +221,24 @@ impl Ctx<'_> {
         let b = self.draw_abs(self.party.id + 1, purpose, n);
         a.iter().zip(&b).map(|(x, y)| x.wrapping_sub(*y)).collect()
     }
+    /// Add my share of a fresh additive zero-sharing to `out` (no allocation).
+    pub fn add_zero_share(&self, purpose: u32, out: &mut [u64]) {
+        let id = self.party.id;
+        self.party
+            .comp_prf(id)
+            .add_into(self.nonce, purpose, out, false);
+        self.party
+            .comp_prf(id + 1)
+            .add_into(self.nonce, purpose, out, true);
+    }
+    /// XOR my share of a fresh XOR zero-sharing into `out` (no allocation).
+    pub fn xor_zero_share(&self, purpose: u32, out: &mut [u64]) {
+        let id = self.party.id;
+        self.party.comp_prf(id).xor_into(self.nonce, purpose, out);
+        self.party
+            .comp_prf(id + 1)
+            .xor_into(self.nonce, purpose, out);
+    }
     /// My share of a fresh XOR zero-sharing.
     pub fn zero_share_xor(&self, purpose: u32, n: usize) -> Vec<u64> {
         let a = self.draw_abs(self.party.id, purpose, n);

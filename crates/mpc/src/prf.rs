@@ -12,8 +12,10 @@ use rayon::prelude::*;
 
 type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
 
-/// Draws of at least this many words are split across the cores.
+/// Draws of at least this many words are split across the cores...
 const PARALLEL_WORDS: usize = 1 << 16;
+/// ...in chunks of this many words.
+const CHUNK: usize = 1 << 14;
 
 /// A PRF key (128 bits).
 #[derive(Clone)]
@@ -39,39 +41,78 @@ impl Prf {
         iv
     }
 
-    /// Fill `out` with pseudorandom words for (nonce, purpose).
-    pub fn fill(&self, nonce: u64, purpose: u32, out: &mut [u64]) {
+    /// XOR the stream of (nonce, purpose), starting at word `word_off`, into `out`.
+    fn xor_stream(&self, iv: &[u8; 16], word_off: usize, out: &mut [u64]) {
+        let mut c = Aes128Ctr::new(&self.key.into(), iv.into());
+        c.seek((word_off * 8) as u64);
+        if cfg!(target_endian = "big") {
+            out.iter_mut().for_each(|w| *w = w.to_le());
+        }
+        c.apply_keystream(as_bytes_mut(out));
+        if cfg!(target_endian = "big") {
+            out.iter_mut().for_each(|w| *w = u64::from_le(*w));
+        }
+    }
+
+    /// Apply `f(out chunk, word offset)` over `out`, in parallel for long outputs.
+    fn chunked(out: &mut [u64], f: impl Fn(&mut [u64], usize) + Sync) {
+        if out.len() < PARALLEL_WORDS {
+            f(out, 0);
+        } else {
+            out.par_chunks_mut(CHUNK)
+                .enumerate()
+                .for_each(|(i, c)| f(c, i * CHUNK));
+        }
+    }
+
+    /// XOR the pseudorandom words of (nonce, purpose) into `out` (no allocation).
+    pub fn xor_into(&self, nonce: u64, purpose: u32, out: &mut [u64]) {
         let iv = Self::iv(nonce, purpose);
-        let run = |chunk: &mut [u64], word_off: usize| {
-            chunk.fill(0);
-            let mut c = Aes128Ctr::new(&self.key.into(), &iv.into());
-            c.seek((word_off * 8) as u64);
-            let bytes: &mut [u8] = unsafe {
-                // SAFETY: u64 has no invalid bit patterns and u8 has alignment 1.
-                std::slice::from_raw_parts_mut(chunk.as_mut_ptr() as *mut u8, chunk.len() * 8)
-            };
-            c.apply_keystream(bytes);
-            if cfg!(target_endian = "big") {
-                for w in chunk.iter_mut() {
-                    *w = u64::from_le(*w);
+        Self::chunked(out, |c, off| self.xor_stream(&iv, off, c));
+    }
+
+    /// Add (or subtract, if `negate`) the pseudorandom words of (nonce, purpose) to `out`,
+    /// wrapping, through a small cache-resident buffer.
+    pub fn add_into(&self, nonce: u64, purpose: u32, out: &mut [u64], negate: bool) {
+        let iv = Self::iv(nonce, purpose);
+        Self::chunked(out, |c, off| {
+            let mut buf = [0u64; 512];
+            for (j, part) in c.chunks_mut(512).enumerate() {
+                let b = &mut buf[..part.len()];
+                b.fill(0);
+                self.xor_stream(&iv, off + j * 512, b);
+                if negate {
+                    part.iter_mut()
+                        .zip(b.iter())
+                        .for_each(|(o, r)| *o = o.wrapping_sub(*r));
+                } else {
+                    part.iter_mut()
+                        .zip(b.iter())
+                        .for_each(|(o, r)| *o = o.wrapping_add(*r));
                 }
             }
-        };
-        if out.len() < PARALLEL_WORDS {
-            run(out, 0);
-        } else {
-            out.par_chunks_mut(PARALLEL_WORDS / 4)
-                .enumerate()
-                .for_each(|(i, c)| run(c, i * (PARALLEL_WORDS / 4)));
-        }
+        });
+    }
+
+    /// Fill `out` with pseudorandom words for (nonce, purpose).
+    pub fn fill(&self, nonce: u64, purpose: u32, out: &mut [u64]) {
+        out.fill(0);
+        self.xor_into(nonce, purpose, out);
     }
 
     /// `n` pseudorandom words for (nonce, purpose).
     pub fn words(&self, nonce: u64, purpose: u32, n: usize) -> Vec<u64> {
         let mut v = vec![0u64; n];
-        self.fill(nonce, purpose, &mut v);
+        self.xor_into(nonce, purpose, &mut v);
         v
     }
+}
+
+/// The bytes of a word slice (native order).
+pub(crate) fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
+    // SAFETY: u64 has no padding or invalid bit patterns; u8 has alignment 1; the length covers
+    // exactly the same memory.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 8) }
 }
 
 #[cfg(test)]

@@ -90,3 +90,23 @@ pub fn run_with<R: Send>(
         .try_into()
         .unwrap_or_else(|_| unreachable!("three results")))
 }
+
+/// A transport held by the party and by the code that runs it, so that the runner can still
+/// reach it (e.g. to abort a TCP session with a reason the other parties will see) after the
+/// party failed.
+pub struct SharedTransport<T: Transport>(pub std::sync::Arc<T>);
+
+impl<T: Transport> Transport for SharedTransport<T> {
+    fn id(&self) -> net::PartyId {
+        self.0.id()
+    }
+    fn send(&self, to: net::PartyId, payload: Vec<u8>) -> std::result::Result<(), net::NetError> {
+        self.0.send(to, payload)
+    }
+    fn recv(&self, from: net::PartyId) -> std::result::Result<Vec<u8>, net::NetError> {
+        self.0.recv(from)
+    }
+    fn meter(&self) -> &net::Meter {
+        self.0.meter()
+    }
+}

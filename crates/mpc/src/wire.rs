@@ -7,18 +7,42 @@ use net::PartyId;
 
 pub fn encode_words(words: &[u64]) -> Vec<u8> {
     let mut out = Vec::with_capacity(words.len() * 8);
-    for w in words {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
+    push_words(&mut out, words);
     out
 }
 
-/// Append `words` to `buf`.
+/// Append `words` to `buf` (little-endian; a plain copy on little-endian machines).
 pub fn push_words(buf: &mut Vec<u8>, words: &[u64]) {
-    buf.reserve(words.len() * 8);
-    for w in words {
-        buf.extend_from_slice(&w.to_le_bytes());
+    if cfg!(target_endian = "little") {
+        // SAFETY: reading the initialised bytes of a u64 slice.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(words.as_ptr() as *const u8, words.len() * 8) };
+        buf.extend_from_slice(bytes);
+    } else {
+        buf.reserve(words.len() * 8);
+        for w in words {
+            buf.extend_from_slice(&w.to_le_bytes());
+        }
     }
+}
+
+/// Word `i` of a little-endian word buffer.
+#[inline(always)]
+pub fn word_at(bytes: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+}
+
+/// Check that a message holds exactly `n` words.
+pub fn check_words(protocol: &'static str, from: PartyId, bytes: &[u8], n: usize) -> Result<()> {
+    if bytes.len() != n * 8 {
+        return Err(MpcError::BadMessage {
+            protocol,
+            from,
+            expected: n * 8,
+            got: bytes.len(),
+        });
+    }
+    Ok(())
 }
 
 pub fn decode_words(
@@ -35,10 +59,15 @@ pub fn decode_words(
             got: bytes.len(),
         });
     }
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk")))
-        .collect())
+    let mut out = vec![0u64; n];
+    if cfg!(target_endian = "little") {
+        crate::prf::as_bytes_mut(&mut out).copy_from_slice(bytes);
+    } else {
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+            *o = u64::from_le_bytes(c.try_into().expect("8-byte chunk"));
+        }
+    }
+    Ok(out)
 }
 
 /// Bytes that `n` values of `width` bits occupy when packed.
