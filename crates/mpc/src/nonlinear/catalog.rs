@@ -148,6 +148,33 @@ impl Op {
         }
     }
 
+    /// `function:method`, the op's name in `secdiff bench ops`.
+    pub fn bench_name(&self) -> &'static str {
+        match self {
+            Op::Exp(m) => m.bench_name(),
+            Op::Reciprocal(m) => m.bench_name(),
+            Op::Rsqrt(m) => m.bench_name(),
+            Op::Sigmoid(m) => m.bench_name(),
+            Op::Tanh(m) => match m {
+                SigmoidMethod::Ours => "tanh:ours",
+            },
+            Op::Silu(m) => m.bench_name(),
+            Op::Mish(m) => m.bench_name(),
+            Op::Gelu(m) => m.bench_name(),
+            Op::Softmax(m, _) => m.bench_name(),
+            Op::GroupNorm(m, _) => match m {
+                NormMethod::Fused => "group_norm:fused",
+                NormMethod::Plain => "group_norm:plain",
+                NormMethod::PidmScaled => "group_norm:pidm_scaled",
+            },
+            Op::LayerNorm(m, _) => match m {
+                NormMethod::Fused => "layer_norm:fused",
+                NormMethod::Plain => "layer_norm:plain",
+                NormMethod::PidmScaled => "layer_norm:pidm_scaled",
+            },
+        }
+    }
+
     /// The stated domain as an interval (for the elementwise functions).
     pub fn domain(&self) -> (f64, f64) {
         match self {

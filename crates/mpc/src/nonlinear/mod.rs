@@ -14,10 +14,13 @@ pub mod poly;
 pub mod twin;
 
 pub mod activations;
+pub mod bench;
 pub mod catalog;
+pub mod cost;
 pub mod exp;
 pub mod norm;
 pub mod reciprocal;
+pub mod secure;
 pub mod sigmoid;
 pub mod softmax;
 
@@ -37,6 +40,13 @@ macro_rules! methods {
         }
 
         impl $name {
+            /// `function:method`, the name of this method's `secdiff bench ops` entry.
+            pub fn bench_name(self) -> &'static str {
+                match self {
+                    $($name::$variant => concat!($function, ":", $text)),+
+                }
+            }
+
             /// The command-line name.
             pub fn name(self) -> &'static str {
                 match self {

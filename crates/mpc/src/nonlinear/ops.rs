@@ -93,6 +93,111 @@ pub struct Threshold {
     pub resolution: f64,
 }
 
+impl Threshold {
+    /// How the secure engine compares at `frac_bits`: `(dropped, width)`: it drops the
+    /// `dropped` low bits of `x - below` (their carry can shift the result by at most 2 units of
+    /// 2^dropped, inside the resolution) and takes the sign of the `width`-bit rest.
+    pub fn sign_width(&self, frac_bits: u32) -> (u32, usize) {
+        let scale = (frac_bits as f64).exp2();
+        let bound_raw = (self.bound * scale).max(2.0);
+        if !bound_raw.is_finite() || bound_raw >= 2f64.powi(62) {
+            return (0, 64);
+        }
+        if self.resolution <= 0.0 {
+            return (0, (bound_raw.log2().ceil() as usize + 1).min(64));
+        }
+        // 2^(dropped + 1) <= resolution: the carry's error stays inside the resolution.
+        let dropped = ((self.resolution * scale).log2().floor() as i64 - 1).max(0) as u32;
+        let span = bound_raw / (dropped as f64).exp2() + 3.0;
+        let width = (span.log2().ceil() as usize + 1).min(64 - dropped as usize);
+        (dropped, width)
+    }
+}
+
+/// Which bit planes of a positive input form which exponent group in `pow2_scale`, and the bit
+/// position of each group's scale (times 2^POW2_GUARD_BITS) in the ring. Shared by the secure
+/// engine and the cost statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pow2Layout {
+    /// The input is below 2^planes as an integer: planes 0..planes are converted.
+    pub planes: usize,
+    /// For each group, by ascending exponent: its planes (one, or two when root = 2).
+    pub groups: Vec<Vec<usize>>,
+    /// For each group: the bit position of its scale.
+    pub pos: Vec<u32>,
+}
+
+impl Pow2Layout {
+    pub fn new(frac_bits: u32, root: u32, lo: i32, hi: i32) -> Result<Pow2Layout> {
+        let fi = frac_bits as i32;
+        let r = root as i32;
+        let planes = hi + fi;
+        if !(1..=2).contains(&root) || hi <= lo || lo + fi < 0 || planes > 63 {
+            return Err(NonlinearError::Range {
+                op: "pow2_scale",
+                detail: format!("root {root}, exponents [{lo}, {hi}) at {frac_bits} fraction bits"),
+            });
+        }
+        // MSB at plane q: x in [2^(q-f), 2^(q-f+1)), e = smallest multiple of root >= q-f+1.
+        let e_of = |q: i32| {
+            let t = q - fi + 1;
+            t.div_euclid(r) * r + if t.rem_euclid(r) == 0 { 0 } else { r }
+        };
+        let (e_min, e_max) = (e_of(lo + fi), e_of(planes - 1));
+        let (mut groups, mut pos) = (Vec::new(), Vec::new());
+        let mut e = e_min;
+        while e <= e_max {
+            let members: Vec<usize> = (lo + fi..planes)
+                .filter(|&q| e_of(q) == e)
+                .map(|q| q as usize)
+                .collect();
+            let p = fi - e / r + POW2_GUARD_BITS;
+            if !(0..62).contains(&p) {
+                return Err(NonlinearError::Range {
+                    op: "pow2_scale",
+                    detail: format!("scale 2^{} does not fit {frac_bits} fraction bits", -e / r),
+                });
+            }
+            groups.push(members);
+            pos.push(p as u32);
+            e += r;
+        }
+        Ok(Pow2Layout {
+            planes: planes as usize,
+            groups,
+            pos,
+        })
+    }
+
+    /// The injection's truncation: the largest scale goes to bit 61 first.
+    pub fn inject_shift(&self) -> u32 {
+        61 - self.pos.iter().copied().max().unwrap_or(0)
+    }
+
+    /// Bits of R0's injection message per element, for each group.
+    pub fn inject_widths(&self) -> Vec<u32> {
+        let d = self.inject_shift();
+        self.pos.iter().map(|p| 63 - (p + d)).collect()
+    }
+
+    /// Planes ANDed by the suffix OR at each doubling level over the groups 1..J.
+    pub fn suffix_levels(&self) -> Vec<usize> {
+        let m = self.groups.len().saturating_sub(1);
+        let mut v = Vec::new();
+        let mut span = 1;
+        while span < m {
+            v.push(m - span);
+            span *= 2;
+        }
+        v
+    }
+
+    /// Two-plane groups among 1..J (each costs one AND).
+    pub fn pair_groups(&self) -> usize {
+        self.groups.iter().skip(1).filter(|g| g.len() == 2).count()
+    }
+}
+
 /// The operations of a fixed-point engine. `A` is a flat tensor of fixed-point numbers, `B` a
 /// flat tensor of bits (one per element). Shapes are the caller's business: every op is
 /// elementwise on equal lengths unless stated.

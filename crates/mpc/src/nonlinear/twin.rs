@@ -14,16 +14,16 @@ use std::cell::RefCell;
 use super::ops::{Coef, Fma, FxpOps, Result, Threshold, POW2_GUARD_BITS};
 use super::NonlinearError;
 
-/// One protocol call the twin performed, for cost accounting: its kind and number of elements.
+/// One protocol call the twin performed, with what its cost depends on (see `cost`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TwinCall {
-    /// Fused multiply-add batch: elements per job.
-    Fma(Vec<usize>),
-    /// Run dot products: elements in, runs out.
-    DotRuns(usize, usize),
-    /// Comparison batch: elements per job.
-    LessThan(Vec<usize>),
-    /// Select batch: elements per job.
+    /// Fused multiply-adds: per job (elements, has secret products, truncated bits).
+    Fma(Vec<(usize, bool, u32)>),
+    /// Run dot products: runs out, truncated bits.
+    DotRuns(usize, u32),
+    /// Comparisons: per job (elements, width of the sign test).
+    LessThan(Vec<(usize, usize)>),
+    /// Selects: elements per job.
     Select(Vec<usize>),
     /// Power-of-two normalisation: elements, root, lo, hi.
     Pow2Scale(usize, u32, i32, i32),
@@ -173,14 +173,14 @@ impl FxpOps for Twin {
             .collect();
         self.log
             .borrow_mut()
-            .push(TwinCall::DotRuns(a.len(), out.len()));
+            .push(TwinCall::DotRuns(out.len(), shift));
         Ok(out)
     }
 
     fn fma(&self, jobs: &[Fma<'_, Self::A>]) -> Result<Vec<Self::A>> {
         let f = self.frac_bits;
         let mut out = Vec::with_capacity(jobs.len());
-        let mut lens = Vec::with_capacity(jobs.len());
+        let mut info = Vec::with_capacity(jobs.len());
         for job in jobs {
             let n = job_len(job).ok_or(NonlinearError::Shape {
                 op: "fma",
@@ -226,15 +226,17 @@ impl FxpOps for Twin {
                     .map(|v| round_shift(v, shift as u32))
                     .collect(),
             );
-            lens.push(n);
+            info.push((n, !job.products.is_empty(), shift as u32));
         }
-        self.log.borrow_mut().push(TwinCall::Fma(lens));
+        self.log.borrow_mut().push(TwinCall::Fma(info));
         Ok(out)
     }
 
     fn less_than(&self, jobs: &[(&Self::A, Threshold)]) -> Result<Vec<Self::B>> {
         self.log.borrow_mut().push(TwinCall::LessThan(
-            jobs.iter().map(|(a, _)| a.len()).collect(),
+            jobs.iter()
+                .map(|(a, t)| (a.len(), t.sign_width(self.frac_bits).1))
+                .collect(),
         ));
         Ok(jobs
             .iter()

@@ -1,0 +1,621 @@
+//! The secure engine: the [`FxpOps`] operations as three-party protocols on replicated shares,
+//! built on the protocol core (`arith`, `boolean`, `convert`). A party runs the same kernel code
+//! as the twin; every protocol op below is one vectorised call whose cost is stated in
+//! [`super::cost`].
+//!
+//! Ops and the core protocol each one uses:
+//! - `fma`: the local 3-term products plus public-coefficient terms form a 3-out-of-3 sharing of
+//!   the 2f-bit sum, finished by the core's fused reshare-and-truncate (`finish_product`): one
+//!   product's cost per job. A job without secret products is linear in replicated shares, so it
+//!   only needs the core's standalone truncation (a third of the bytes).
+//! - `dot_runs`: the same with the products of a run summed locally first: one truncation per run.
+//! - `less_than`: the sign of `x - threshold` on a few high bits (see [`reduced_sign`]).
+//! - `select`: the core's multiplexer.
+//! - `pow2_scale`: A2B, an OR-prefix over the exponent groups, and a bit injection of the one-hot
+//!   exponent into a power of two (see [`Secure::inject_pow2`]).
+
+use ring::RingTensor;
+
+use super::ops::{Coef, Fma, FxpOps, Pow2Layout, Result, Threshold};
+use super::NonlinearError;
+use crate::bshare::{from_planes, to_planes, BShare};
+use crate::config::TruncMethod;
+use crate::wire::{pack_bits, unpack_bits};
+use crate::{AShare, MpcError, Party};
+
+impl From<MpcError> for NonlinearError {
+    fn from(e: MpcError) -> Self {
+        NonlinearError::Protocol(e.to_string())
+    }
+}
+
+/// One party's secure engine.
+pub struct Secure<'p> {
+    pub party: &'p Party,
+}
+
+impl<'p> Secure<'p> {
+    pub fn new(party: &'p Party) -> Self {
+        Secure { party }
+    }
+
+    fn raw(&self, v: f64) -> u64 {
+        (v * (self.party.frac_bits() as f64).exp2()).round() as i64 as u64
+    }
+
+    fn tensor(&self, data: Vec<u64>) -> Result<RingTensor> {
+        let n = data.len();
+        Ok(RingTensor::new(&[n], data).map_err(MpcError::from)?)
+    }
+
+    /// A share whose components are `f` applied to each component of `x`.
+    fn map_components(&self, x: &AShare, f: impl Fn(&[u64]) -> Vec<u64>) -> Result<AShare> {
+        let mine = self.tensor(f(x.mine().data()))?;
+        let next = self.tensor(f(x.next().data()))?;
+        Ok(AShare::from_parts(x.id(), mine, next)?)
+    }
+
+    fn flat(&self, x: &AShare) -> Result<AShare> {
+        Ok(x.reshape(&[x.len()])?)
+    }
+}
+
+/// The 0/1 values of a one-bit share's two components.
+fn bit_values(b: &BShare) -> (Vec<u64>, Vec<u64>) {
+    (
+        from_planes(b.mine(), 1, b.len()),
+        from_planes(b.next(), 1, b.len()),
+    )
+}
+
+fn bits_from_values(id: usize, mine: &[u64], next: &[u64]) -> Result<BShare> {
+    Ok(BShare::from_parts(
+        id,
+        1,
+        mine.len(),
+        to_planes(mine, 1),
+        to_planes(next, 1),
+    )?)
+}
+
+/// One-bit shares one after the other.
+fn concat_bits(id: usize, parts: &[&BShare]) -> Result<BShare> {
+    let (mut m, mut n) = (Vec::new(), Vec::new());
+    for p in parts {
+        let (a, b) = bit_values(p);
+        m.extend(a);
+        n.extend(b);
+    }
+    bits_from_values(id, &m, &n)
+}
+
+/// The 3-out-of-3 share of one fma job at this party (2f + extra_shift fraction bits), or None
+/// if the job has no terms.
+fn job_terms(
+    id: usize,
+    job: &Fma<'_, AShare>,
+    raw: impl Fn(f64) -> u64,
+    const_raw: u64,
+) -> Result<Vec<u64>> {
+    let n = job
+        .products
+        .first()
+        .map(|(a, _)| a.len())
+        .or_else(|| job.linear.first().map(|(x, _)| x.len()))
+        .ok_or(NonlinearError::Shape {
+            op: "fma",
+            detail: "a job has no terms".into(),
+        })?;
+    let mut z = vec![if id == 0 { const_raw } else { 0 }; n];
+    for (a, b) in &job.products {
+        if a.len() != n || b.len() != n {
+            return Err(NonlinearError::Shape {
+                op: "fma",
+                detail: format!("product of {} and {} in a job of {n}", a.len(), b.len()),
+            });
+        }
+        let (a0, a1, b0, b1) = (
+            a.mine().data(),
+            a.next().data(),
+            b.mine().data(),
+            b.next().data(),
+        );
+        for i in 0..n {
+            z[i] = z[i].wrapping_add(
+                a0[i]
+                    .wrapping_mul(b0[i].wrapping_add(b1[i]))
+                    .wrapping_add(a1[i].wrapping_mul(b0[i])),
+            );
+        }
+    }
+    for (x, c) in &job.linear {
+        if x.len() != n {
+            return Err(NonlinearError::Shape {
+                op: "fma",
+                detail: format!("term of {} in a job of {n}", x.len()),
+            });
+        }
+        let x0 = x.mine().data();
+        match c {
+            Coef::Scalar(c) => {
+                let c = raw(*c);
+                for i in 0..n {
+                    z[i] = z[i].wrapping_add(x0[i].wrapping_mul(c));
+                }
+            }
+            Coef::PerElement(cs) => {
+                if cs.len() != n {
+                    return Err(NonlinearError::Shape {
+                        op: "fma",
+                        detail: format!("{} coefficients for {n} elements", cs.len()),
+                    });
+                }
+                for i in 0..n {
+                    z[i] = z[i].wrapping_add(x0[i].wrapping_mul(raw(cs[i])));
+                }
+            }
+        }
+    }
+    Ok(z)
+}
+
+/// The replicated share (both components) of a job without secret products.
+fn linear_terms(
+    id: usize,
+    job: &Fma<'_, AShare>,
+    raw: impl Fn(f64) -> u64,
+    const_raw: u64,
+) -> Result<(Vec<u64>, Vec<u64>)> {
+    let n = job.linear[0].0.len();
+    // The constant belongs to component 0: held as `mine` by P0 and as `next` by P2.
+    let mut m = vec![if id == 0 { const_raw } else { 0 }; n];
+    let mut nx = vec![if id == 2 { const_raw } else { 0 }; n];
+    for (x, c) in &job.linear {
+        if x.len() != n {
+            return Err(NonlinearError::Shape {
+                op: "fma",
+                detail: format!("term of {} in a job of {n}", x.len()),
+            });
+        }
+        let (x0, x1) = (x.mine().data(), x.next().data());
+        for i in 0..n {
+            let c = match c {
+                Coef::Scalar(c) => raw(*c),
+                Coef::PerElement(cs) => raw(*cs.get(i).ok_or(NonlinearError::Shape {
+                    op: "fma",
+                    detail: format!("{} coefficients for {n} elements", cs.len()),
+                })?),
+            };
+            m[i] = m[i].wrapping_add(x0[i].wrapping_mul(c));
+            nx[i] = nx[i].wrapping_add(x1[i].wrapping_mul(c));
+        }
+    }
+    Ok((m, nx))
+}
+
+impl FxpOps for Secure<'_> {
+    type A = AShare;
+    type B = BShare;
+
+    fn frac_bits(&self) -> u32 {
+        self.party.frac_bits()
+    }
+
+    fn len(&self, a: &AShare) -> usize {
+        a.len()
+    }
+
+    fn public(&self, values: &[f64]) -> AShare {
+        let data: Vec<u64> = values.iter().map(|&v| self.raw(v)).collect();
+        let n = data.len();
+        let t = RingTensor::new(&[n], data).unwrap_or_else(|_| RingTensor::zeros(&[n]));
+        AShare::public(self.party.id(), &t)
+    }
+
+    fn add(&self, a: &AShare, b: &AShare) -> Result<AShare> {
+        Ok(a.add(b)?)
+    }
+
+    fn sub(&self, a: &AShare, b: &AShare) -> Result<AShare> {
+        Ok(a.sub(b)?)
+    }
+
+    fn add_const(&self, a: &AShare, c: f64) -> AShare {
+        a.add_scalar(self.raw(c))
+    }
+
+    fn mul_int(&self, a: &AShare, k: i64) -> AShare {
+        a.scale_int(k)
+    }
+
+    fn run_sums(&self, a: &AShare, run: usize) -> Result<AShare> {
+        let n = a.len();
+        if run == 0 || !n.is_multiple_of(run) {
+            return Err(NonlinearError::Shape {
+                op: "run_sums",
+                detail: format!("length {n} is not a multiple of {run}"),
+            });
+        }
+        Ok(a.reshape(&[n / run, run])?.sum_axis(1, false)?)
+    }
+
+    fn repeat_each(&self, a: &AShare, times: usize) -> AShare {
+        let rep = |v: &[u64]| {
+            v.iter()
+                .flat_map(|x| std::iter::repeat_n(*x, times))
+                .collect()
+        };
+        // Both components have the same length, so this cannot fail.
+        self.map_components(a, rep)
+            .unwrap_or_else(|_| AShare::zeros(a.id(), &[a.len() * times]))
+    }
+
+    fn gather(&self, a: &AShare, index: &[usize]) -> Result<AShare> {
+        let n = a.len();
+        if let Some(&bad) = index.iter().find(|&&i| i >= n) {
+            return Err(NonlinearError::Shape {
+                op: "gather",
+                detail: format!("index {bad} out of {n}"),
+            });
+        }
+        self.map_components(a, |v| index.iter().map(|&i| v[i]).collect())
+    }
+
+    fn concat(&self, parts: &[&AShare]) -> AShare {
+        let flat: Vec<AShare> = parts.iter().filter_map(|p| self.flat(p).ok()).collect();
+        let refs: Vec<&AShare> = flat.iter().collect();
+        AShare::concat(&refs, 0).unwrap_or_else(|_| AShare::zeros(self.party.id(), &[0]))
+    }
+
+    fn not(&self, b: &BShare) -> BShare {
+        b.not()
+    }
+
+    fn xor(&self, a: &BShare, b: &BShare) -> Result<BShare> {
+        Ok(a.xor(b)?)
+    }
+
+    fn fma(&self, jobs: &[Fma<'_, AShare>]) -> Result<Vec<AShare>> {
+        let f = self.party.frac_bits() as i32;
+        let method = self.party.config().trunc;
+        let id = self.party.id();
+        let raw = |v: f64| self.raw(v);
+        let mut out: Vec<Option<AShare>> = vec![None; jobs.len()];
+        // Jobs with secret products and jobs without are finished by different core protocols;
+        // jobs with different truncations by different calls. Each group is one call.
+        let mut groups: Vec<(bool, u32, Vec<usize>)> = Vec::new();
+        for (j, job) in jobs.iter().enumerate() {
+            let d = f + job.extra_shift;
+            if !(1..63).contains(&d) {
+                return Err(NonlinearError::Range {
+                    op: "fma",
+                    detail: format!("truncation by {d} bits"),
+                });
+            }
+            let key = (!job.products.is_empty(), d as u32);
+            match groups.iter_mut().find(|g| (g.0, g.1) == key) {
+                Some(g) => g.2.push(j),
+                None => groups.push((key.0, key.1, vec![j])),
+            }
+        }
+        for (has_products, d, members) in groups {
+            let const_raw = |c: f64| (c * ((f + d as i32) as f64).exp2()).round() as i64 as u64;
+            let mut lens = Vec::with_capacity(members.len());
+            let result = if has_products {
+                let mut z = Vec::new();
+                for &j in &members {
+                    let t = job_terms(id, &jobs[j], raw, const_raw(jobs[j].constant))?;
+                    lens.push(t.len());
+                    z.extend(t);
+                }
+                let n = z.len();
+                let cx = self.party.begin("nl_fma");
+                self.party.finish_product(&cx, z, &[n], Some((method, d)))?
+            } else {
+                let (mut m, mut nx) = (Vec::new(), Vec::new());
+                for &j in &members {
+                    if jobs[j].linear.is_empty() {
+                        return Err(NonlinearError::Shape {
+                            op: "fma",
+                            detail: "a job has no terms".into(),
+                        });
+                    }
+                    let (a, b) = linear_terms(id, &jobs[j], raw, const_raw(jobs[j].constant))?;
+                    lens.push(a.len());
+                    m.extend(a);
+                    nx.extend(b);
+                }
+                let share = AShare::from_parts(id, self.tensor(m)?, self.tensor(nx)?)?;
+                self.party.trunc(&share, d, method)?
+            };
+            let mut start = 0;
+            for (&j, &len) in members.iter().zip(&lens) {
+                out[j] = Some(result.narrow(0, start, len)?);
+                start += len;
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every job is in a group"))
+            .collect())
+    }
+
+    fn dot_runs(&self, a: &AShare, b: &AShare, run: usize, shift: u32) -> Result<AShare> {
+        let n = a.len();
+        if b.len() != n || run == 0 || !n.is_multiple_of(run) {
+            return Err(NonlinearError::Shape {
+                op: "dot_runs",
+                detail: format!("lengths {n} and {}, runs of {run}", b.len()),
+            });
+        }
+        let job = Fma::mul(a, b);
+        let z = job_terms(self.party.id(), &job, |v| self.raw(v), 0)?;
+        let sums: Vec<u64> = z
+            .chunks(run)
+            .map(|c| c.iter().fold(0u64, |s, v| s.wrapping_add(*v)))
+            .collect();
+        let m = sums.len();
+        let cx = self.party.begin("nl_dot_runs");
+        let trunc = (shift > 0).then_some((self.party.config().trunc, shift));
+        Ok(self.party.finish_product(&cx, sums, &[m], trunc)?)
+    }
+
+    fn less_than(&self, jobs: &[(&AShare, Threshold)]) -> Result<Vec<BShare>> {
+        // Jobs of the same width share one call.
+        let f = self.party.frac_bits();
+        let prepared: Vec<(AShare, usize)> = jobs
+            .iter()
+            .map(|(x, t)| reduced_sign_input(x, t, f, self.raw(t.below)))
+            .collect::<Result<_>>()?;
+        let mut out: Vec<Option<BShare>> = vec![None; jobs.len()];
+        let mut widths: Vec<usize> = prepared.iter().map(|p| p.1).collect();
+        widths.sort_unstable();
+        widths.dedup();
+        for w in widths {
+            let members: Vec<usize> = (0..jobs.len()).filter(|&j| prepared[j].1 == w).collect();
+            let parts: Vec<&AShare> = members.iter().map(|&j| &prepared[j].0).collect();
+            let all = AShare::concat(&parts, 0)?;
+            let bits = self.party.msb_bits(&all, w)?;
+            let (m, nx) = bit_values(&bits);
+            let mut start = 0;
+            for &j in &members {
+                let len = prepared[j].0.len();
+                out[j] = Some(bits_from_values(
+                    self.party.id(),
+                    &m[start..start + len],
+                    &nx[start..start + len],
+                )?);
+                start += len;
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every job has a width"))
+            .collect())
+    }
+
+    fn select(&self, jobs: &[(&BShare, &AShare)]) -> Result<Vec<AShare>> {
+        let bits: Vec<&BShare> = jobs.iter().map(|j| j.0).collect();
+        let vals: Vec<AShare> = jobs.iter().map(|j| self.flat(j.1)).collect::<Result<_>>()?;
+        for (b, v) in bits.iter().zip(&vals) {
+            if b.len() != v.len() {
+                return Err(NonlinearError::Shape {
+                    op: "select",
+                    detail: format!("{} bits for {} values", b.len(), v.len()),
+                });
+            }
+        }
+        let b = concat_bits(self.party.id(), &bits)?;
+        let refs: Vec<&AShare> = vals.iter().collect();
+        let v = AShare::concat(&refs, 0)?;
+        let r = self.party.mux(&b, &v)?;
+        let mut start = 0;
+        let mut out = Vec::with_capacity(jobs.len());
+        for v in &vals {
+            out.push(r.narrow(0, start, v.len())?);
+            start += v.len();
+        }
+        Ok(out)
+    }
+
+    fn pow2_scale(&self, x: &AShare, root: u32, lo: i32, hi: i32) -> Result<AShare> {
+        let layout = Pow2Layout::new(self.party.frac_bits(), root, lo, hi)?;
+        let x = self.flat(x)?;
+        let onehot = self.exponent_onehot(&x, &layout)?;
+        self.inject_pow2(&onehot, &layout, x.len())
+    }
+}
+
+/// The input of the reduced-width sign test for `x < threshold`: `x - below` with its `dropped`
+/// low bits removed from each component (the components then sum to floor((x - below) / 2^dropped)
+/// minus a carry of 0, 1 or 2), and the width of the sign test.
+fn reduced_sign_input(
+    x: &AShare,
+    t: &Threshold,
+    f: u32,
+    below_raw: u64,
+) -> Result<(AShare, usize)> {
+    let d = x.add_scalar(below_raw.wrapping_neg());
+    let (dropped, width) = t.sign_width(f);
+    if dropped == 0 {
+        return Ok((d, width));
+    }
+    let shift = |v: &[u64]| v.iter().map(|w| w >> dropped).collect::<Vec<u64>>();
+    let mine = RingTensor::new(&[d.len()], shift(d.mine().data())).map_err(MpcError::from)?;
+    let next = RingTensor::new(&[d.len()], shift(d.next().data())).map_err(MpcError::from)?;
+    Ok((AShare::from_parts(d.id(), mine, next)?, width))
+}
+
+/// PRF purpose of the injection's masks (clear of the core's purposes 0..16).
+const P_INJECT: u32 = 64;
+
+impl Secure<'_> {
+    /// The one-hot exponent: plane j is 1 iff x's exponent group is j (the lowest group also for
+    /// inputs below the range). Cost: A2B of `planes` bits, one AND batch for the group ORs
+    /// (root 2), ceil(log2 J) AND batches for the OR-prefix over the J groups.
+    fn exponent_onehot(&self, x: &AShare, layout: &Pow2Layout) -> Result<BShare> {
+        let p = self.party;
+        let bits = p.a2b(x, layout.planes)?;
+        let plane = |q: usize| bits.planes(q, 1);
+        let j = layout.groups.len();
+        // Group indicators G_1..G_{J-1} (group 0 is forced on below, so it is never formed).
+        let mut g: Vec<BShare> = Vec::with_capacity(j);
+        // (group index in g, first plane, second plane) of the two-plane groups.
+        let mut pairs: Vec<(usize, usize, usize)> = Vec::new();
+        for (k, members) in layout.groups.iter().enumerate().skip(1) {
+            match members.as_slice() {
+                [q] => g.push(plane(*q)?),
+                [a, b] => {
+                    // a OR b = a ^ b ^ (a & b); the AND is added below, in one batch.
+                    g.push(plane(*a)?.xor(&plane(*b)?)?);
+                    pairs.push((k - 1, *a, *b));
+                }
+                _ => {
+                    return Err(NonlinearError::Range {
+                        op: "pow2_scale",
+                        detail: format!("group {k} has {} planes", members.len()),
+                    })
+                }
+            }
+        }
+        if !pairs.is_empty() {
+            let lhs = pairs
+                .iter()
+                .map(|t| plane(t.1))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let rhs = pairs
+                .iter()
+                .map(|t| plane(t.2))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let lhs = BShare::stack(&lhs.iter().collect::<Vec<_>>())?;
+            let rhs = BShare::stack(&rhs.iter().collect::<Vec<_>>())?;
+            let and = p.and(&lhs, &rhs)?;
+            for (i, t) in pairs.iter().enumerate() {
+                g[t.0] = g[t.0].xor(&and.planes(i, 1)?)?;
+            }
+        }
+        // Suffix OR: T_k = OR_{k' >= k} G_k' (Hillis-Steele doubling), T_0 = 1.
+        let mut t = g;
+        let mut span = 1;
+        while span < t.len() {
+            let idx: Vec<usize> = (0..t.len() - span).collect();
+            let a: Vec<&BShare> = idx.iter().map(|&k| &t[k]).collect();
+            let b: Vec<&BShare> = idx.iter().map(|&k| &t[k + span]).collect();
+            let and = p.and(&BShare::stack(&a)?, &BShare::stack(&b)?)?;
+            let mut next = t.clone();
+            for (i, &k) in idx.iter().enumerate() {
+                next[k] = t[k].xor(&t[k + span])?.xor(&and.planes(i, 1)?)?;
+            }
+            t = next;
+            span *= 2;
+        }
+        // One-hot: H_0 = NOT T_1, H_k = T_k ^ T_{k+1}, H_{J-1} = T_{J-1} (t[k-1] is T_k).
+        let mut h: Vec<BShare> = Vec::with_capacity(j);
+        if j == 1 {
+            let n = x.len();
+            let ones = to_planes(&vec![1; n], 1);
+            h.push(BShare::public(p.id(), 1, n, ones)?);
+        } else {
+            h.push(t[0].not());
+            for k in 1..j {
+                h.push(if k + 1 < j {
+                    t[k - 1].xor(&t[k])?
+                } else {
+                    t[k - 1].clone()
+                });
+            }
+        }
+        Ok(BShare::stack(&h.iter().collect::<Vec<_>>())?)
+    }
+
+    /// Bit injection of the one-hot H (J planes) into W = sum_j H_j 2^(P_j), then a truncation
+    /// to the scale's position.
+    ///
+    /// With H = u XOR w, u = H's components 0 and 1 (R0's), w = its component 2 (R1's and R2's):
+    /// W = sum_j 2^P_j (u_j + w_j - 2 u_j w_j). R0 sends m_j = u_j - rho_j (rho_j from the key
+    /// of R0 and R1) to R2, only modulo 2^(63 - P_j) since it is multiplied by 2^(P_j + 1); then
+    /// z_R0 = sum 2^P_j u_j, z_R1 = sum 2^P_j (w_j - 2 w_j rho_j), z_R2 = -sum 2^(P_j+1) w_j m_j
+    /// is a 3-out-of-3 sharing of W. The positions P_j = pos_j + D put the largest at 2^61, so the
+    /// messages are short; the core's robust fused truncation by D (exact to 1 ulp while
+    /// |W| < 2^62) brings each to its scale. Opened: m_j to R2 (masked by rho_j), and what the
+    /// core's truncation opens.
+    /// Cost: R0 sends sum_j (63 - P_j) bits per element to R2, then `product_cost(robust, D)`.
+    fn inject_pow2(&self, h: &BShare, layout: &Pow2Layout, n: usize) -> Result<AShare> {
+        let p = self.party;
+        let cx = p.begin("nl_pow2_inject");
+        let shift_d = layout.inject_shift();
+        let big: Vec<u32> = layout.pos.iter().map(|q| q + shift_d).collect();
+        let words = h.words();
+        let plane_bits =
+            |comp: &[u64], k: usize| from_planes(&comp[k * words..(k + 1) * words], 1, n);
+        let mut z = vec![0u64; n];
+        match cx.role() {
+            0 => {
+                let (c0, c1) = (h.comp(cx.abs(0)), h.comp(cx.abs(1)));
+                let mut msg = Vec::new();
+                for (k, &pk) in big.iter().enumerate() {
+                    let u: Vec<u64> = plane_bits(c0, k)
+                        .iter()
+                        .zip(plane_bits(c1, k))
+                        .map(|(a, b)| a ^ b)
+                        .collect();
+                    let rho = cx.draw_comp(1, P_INJECT + k as u32, n);
+                    let width = 63 - pk;
+                    let m: Vec<u64> = u
+                        .iter()
+                        .zip(&rho)
+                        .map(|(a, r)| a.wrapping_sub(*r))
+                        .collect();
+                    pack_bits(&mut msg, &m, width);
+                    for i in 0..n {
+                        z[i] = z[i].wrapping_add(u[i] << pk);
+                    }
+                }
+                cx.send(2, msg)?;
+            }
+            1 => {
+                let c2 = h.comp(cx.abs(2));
+                for (k, &pk) in big.iter().enumerate() {
+                    let w = plane_bits(c2, k);
+                    let rho = cx.draw_comp(1, P_INJECT + k as u32, n);
+                    for i in 0..n {
+                        let term = w[i].wrapping_sub(2u64.wrapping_mul(w[i]).wrapping_mul(rho[i]));
+                        z[i] = z[i].wrapping_add(term << pk);
+                    }
+                }
+            }
+            _ => {
+                let c2 = h.comp(cx.abs(2));
+                let bytes = cx.recv(0)?;
+                let mut off = 0;
+                for (k, &pk) in big.iter().enumerate() {
+                    let width = 63 - pk;
+                    let len = crate::wire::packed_len(n, width);
+                    let chunk = bytes.get(off..off + len).ok_or(MpcError::BadMessage {
+                        protocol: "nl_pow2_inject",
+                        from: cx.abs(0),
+                        expected: off + len,
+                        got: bytes.len(),
+                    })?;
+                    off += len;
+                    let m = unpack_bits("nl_pow2_inject", cx.abs(0), chunk, n, width)?;
+                    let w = plane_bits(c2, k);
+                    for i in 0..n {
+                        let term = w[i].wrapping_mul(m[i]) << (pk + 1);
+                        z[i] = z[i].wrapping_sub(term);
+                    }
+                }
+                if off != bytes.len() {
+                    return Err(MpcError::BadMessage {
+                        protocol: "nl_pow2_inject",
+                        from: cx.abs(0),
+                        expected: off,
+                        got: bytes.len(),
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(p.finish_product(&cx, z, &[n], Some((TruncMethod::Robust, shift_d)))?)
+    }
+}
