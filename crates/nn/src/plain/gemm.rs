@@ -10,6 +10,8 @@
 
 use gemm::Parallelism;
 
+use super::simd::MulAdd;
+
 /// Products with at least this many multiply-adds are split across the rayon pool.
 const PARALLEL_MIN_MACS: usize = 1 << 21;
 
@@ -75,30 +77,6 @@ fn strip<M: MulAdd, const R: usize, const W: usize>(
     col0 + W
 }
 
-/// a * b + c: fused (one rounding, one instruction) where the CPU has FMA, two operations
-/// elsewhere. Rust never fuses on its own, and `f32::mul_add` without FMA hardware is a slow
-/// library call, so the choice is made per compiled copy of the kernel.
-trait MulAdd {
-    fn mul_add(a: f32, b: f32, c: f32) -> f32;
-}
-
-struct Fused;
-struct Separate;
-
-impl MulAdd for Fused {
-    #[inline(always)]
-    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-        a.mul_add(b, c)
-    }
-}
-
-impl MulAdd for Separate {
-    #[inline(always)]
-    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-        a * b + c
-    }
-}
-
 /// dst (m x n, row-major) = a @ b (+= when `accumulate`), with b's rows contiguous (col_stride
 /// 1). Wide column strips
 /// take one row per tile, narrow ones several rows, so each tile keeps about eight independent
@@ -127,20 +105,10 @@ fn rowwise<M: MulAdd>(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate:
     }
 }
 
-fn rowwise_product(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2_fma(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
-            rowwise::<Fused>(dst, a, b, accumulate)
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has the features `avx2_fma` was compiled for.
-            return unsafe { avx2_fma(dst, a, b, accumulate) };
-        }
+simd_dispatch! {
+    fn rowwise_product(dst: &mut [f32], a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+        rowwise::<Madd>(dst, a, b, accumulate)
     }
-    rowwise::<Separate>(dst, a, b, accumulate)
 }
 
 /// A read-only matrix view: `rows x cols` at `data[r * row_stride + c * col_stride]`.

@@ -6,6 +6,8 @@
 //! a sizeable share of the forward time. Its relative error is below 2e-7 (about 2 ulp) on the
 //! whole clamped range, far inside what the model's tolerances need.
 
+use super::simd::MulAdd;
+
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split in a high part with few significant bits (exact when multiplied by n) and the rest.
 const LN2_HI: f32 = 0.693_145_75;
@@ -18,33 +20,33 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// No float-to-int conversion (Rust's saturating `as` would add NaN checks that block
 /// vectorisation): the rounded n sits in the low mantissa bits of `x log2(e) + 1.5 * 2^23`.
 #[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
+pub(crate) fn exp<M: MulAdd>(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let shifted = x * LOG2_E + ROUND_MAGIC;
+    let shifted = M::mul_add(x, LOG2_E, ROUND_MAGIC);
     let n = shifted - ROUND_MAGIC;
     let n_int = shifted.to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
-    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let r = M::mul_add(-n, LN2_LO, M::mul_add(-n, LN2_HI, x));
     // Taylor series of e^r on |r| <= ln2/2, degree 7 (truncation error < 1e-8 relative).
     let p = 1.0 / 5040.0;
-    let p = p * r + 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let p = p * r + 1.0;
-    let p = p * r + 1.0;
+    let p = M::mul_add(p, r, 1.0 / 720.0);
+    let p = M::mul_add(p, r, 1.0 / 120.0);
+    let p = M::mul_add(p, r, 1.0 / 24.0);
+    let p = M::mul_add(p, r, 1.0 / 6.0);
+    let p = M::mul_add(p, r, 0.5);
+    let p = M::mul_add(p, r, 1.0);
+    let p = M::mul_add(p, r, 1.0);
     p * f32::from_bits(n_int.wrapping_add(127) << 23)
 }
 
 #[inline(always)]
-pub(crate) fn silu(x: f32) -> f32 {
-    x / (1.0 + exp(-x))
+pub(crate) fn silu<M: MulAdd>(x: f32) -> f32 {
+    x / (1.0 + exp::<M>(-x))
 }
 
 /// x * tanh(softplus(x)), using tanh(ln(1 + u)) = (u^2 + 2u) / (u^2 + 2u + 2) with u = e^x.
 #[inline(always)]
-pub(crate) fn mish(x: f32) -> f32 {
-    let u = exp(x.min(20.0));
+pub(crate) fn mish<M: MulAdd>(x: f32) -> f32 {
+    let u = exp::<M>(x.min(20.0));
     let n = u * (u + 2.0);
     let y = x * n / (n + 2.0);
     // Past 20, tanh(softplus(x)) is 1 to f32 precision.
@@ -57,11 +59,11 @@ pub(crate) fn mish(x: f32) -> f32 {
 
 /// GeLU, tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 #[inline(always)]
-pub(crate) fn gelu(x: f32) -> f32 {
+pub(crate) fn gelu<M: MulAdd>(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     let z = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
     // tanh(z) = 1 - 2 / (1 + e^{2z}); exp's clamping keeps this finite for any z.
-    let tanh = 1.0 - 2.0 / (1.0 + exp(2.0 * z));
+    let tanh = 1.0 - 2.0 / (1.0 + exp::<M>(2.0 * z));
     0.5 * x * (1.0 + tanh)
 }
 
@@ -81,9 +83,9 @@ simd_dispatch! {
     pub(crate) fn pointwise(op: Pointwise, src: &[f32], dst: &mut [f32]) {
         let pairs = dst.iter_mut().zip(src);
         match op {
-            Pointwise::Silu => pairs.for_each(|(d, &s)| *d = silu(s)),
-            Pointwise::Mish => pairs.for_each(|(d, &s)| *d = mish(s)),
-            Pointwise::Gelu => pairs.for_each(|(d, &s)| *d = gelu(s)),
+            Pointwise::Silu => pairs.for_each(|(d, &s)| *d = silu::<Madd>(s)),
+            Pointwise::Mish => pairs.for_each(|(d, &s)| *d = mish::<Madd>(s)),
+            Pointwise::Gelu => pairs.for_each(|(d, &s)| *d = gelu::<Madd>(s)),
             Pointwise::Scale(c) => pairs.for_each(|(d, &s)| *d = s * c),
             Pointwise::AddScalar(c) => pairs.for_each(|(d, &s)| *d = s + c),
             Pointwise::Clamp(lo, hi) => pairs.for_each(|(d, &s)| *d = s.max(lo).min(hi)),
@@ -127,7 +129,7 @@ fn max(values: &[f32]) -> f32 {
 /// Replaces `row` by e^(scale * (x - max)) and returns the sum, i.e. an unnormalised softmax of
 /// scale * x (scale > 0, so the max of scale * x is scale * max x).
 #[inline(always)]
-fn exp_shifted_row(row: &mut [f32], scale: f32) -> f32 {
+fn exp_shifted_row<M: MulAdd>(row: &mut [f32], scale: f32) -> f32 {
     let m = max(row);
     if !m.is_finite() {
         // An all-masked (or NaN) row has no defined softmax; spread uniformly rather than NaN.
@@ -136,7 +138,7 @@ fn exp_shifted_row(row: &mut [f32], scale: f32) -> f32 {
     }
     let shift = scale * m;
     for v in row.iter_mut() {
-        *v = exp(*v * scale - shift);
+        *v = exp::<M>(M::mul_add(*v, scale, -shift));
     }
     sum(row)
 }
@@ -156,7 +158,7 @@ simd_dispatch! {
         for ((r, row), total) in data.chunks_exact_mut(row_len).enumerate().zip(sums.iter_mut()) {
             let visible = causal_offset.map_or(row_len, |o| (r + 1 + o).min(row_len));
             let (seen, masked) = row.split_at_mut(visible);
-            *total = exp_shifted_row(seen, scale);
+            *total = exp_shifted_row::<Madd>(seen, scale);
             masked.fill(0.0);
         }
     }
@@ -166,7 +168,7 @@ simd_dispatch! {
     /// Row-wise softmax in place over rows of `row_len`.
     pub(crate) fn softmax_rows(data: &mut [f32], row_len: usize) {
         for row in data.chunks_exact_mut(row_len) {
-            let inv = 1.0 / exp_shifted_row(row, 1.0);
+            let inv = 1.0 / exp_shifted_row::<Madd>(row, 1.0);
             for v in row.iter_mut() {
                 *v *= inv;
             }
@@ -210,41 +212,50 @@ simd_dispatch! {
 
 #[cfg(test)]
 mod tests {
+    use super::super::simd::{Fused, Separate};
     use super::*;
 
     #[test]
     fn exp_is_accurate_over_its_range() {
-        let mut worst = 0.0f64;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let want = (x as f64).exp();
-            let rel = ((exp(x) as f64 - want) / want).abs();
-            worst = worst.max(rel);
-            x += 0.0137;
+        for exp in [exp::<Separate>, exp::<Fused>] {
+            let mut worst = 0.0f64;
+            let mut x = -87.0f32;
+            while x < 88.0 {
+                let want = (x as f64).exp();
+                let rel = ((exp(x) as f64 - want) / want).abs();
+                worst = worst.max(rel);
+                x += 0.0137;
+            }
+            assert!(worst < 3e-7, "worst relative error {worst}");
+            assert_eq!(exp(0.0), 1.0);
+            assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
         }
-        assert!(worst < 3e-7, "worst relative error {worst}");
-        assert_eq!(exp(0.0), 1.0);
-        assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
     }
 
     #[test]
     fn activations_match_their_definitions() {
-        for i in -400..400 {
-            let x = i as f32 * 0.1;
-            let xd = x as f64;
-            let sig = 1.0 / (1.0 + (-xd).exp());
-            assert!((silu(x) as f64 - xd * sig).abs() < 1e-5 * (1.0 + xd.abs()));
-            let mish_ref = xd * (xd.exp().ln_1p()).tanh();
-            assert!(
-                (mish(x) as f64 - mish_ref).abs() < 1e-5 * (1.0 + xd.abs()),
-                "{x}"
-            );
-            let z = (2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3));
-            let gelu_ref = 0.5 * xd * (1.0 + z.tanh());
-            assert!(
-                (gelu(x) as f64 - gelu_ref).abs() < 1e-5 * (1.0 + xd.abs()),
-                "{x}"
-            );
+        let variants: [(fn(f32) -> f32, fn(f32) -> f32, fn(f32) -> f32); 2] = [
+            (silu::<Separate>, mish::<Separate>, gelu::<Separate>),
+            (silu::<Fused>, mish::<Fused>, gelu::<Fused>),
+        ];
+        for (silu, mish, gelu) in variants {
+            for i in -400..400 {
+                let x = i as f32 * 0.1;
+                let xd = x as f64;
+                let sig = 1.0 / (1.0 + (-xd).exp());
+                assert!((silu(x) as f64 - xd * sig).abs() < 1e-5 * (1.0 + xd.abs()));
+                let mish_ref = xd * (xd.exp().ln_1p()).tanh();
+                assert!(
+                    (mish(x) as f64 - mish_ref).abs() < 1e-5 * (1.0 + xd.abs()),
+                    "{x}"
+                );
+                let z = (2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3));
+                let gelu_ref = 0.5 * xd * (1.0 + z.tanh());
+                assert!(
+                    (gelu(x) as f64 - gelu_ref).abs() < 1e-5 * (1.0 + xd.abs()),
+                    "{x}"
+                );
+            }
         }
     }
 
