@@ -234,7 +234,8 @@ mod tests {
 
     #[test]
     fn activations_match_their_definitions() {
-        let variants: [(fn(f32) -> f32, fn(f32) -> f32, fn(f32) -> f32); 2] = [
+        type Activations = (fn(f32) -> f32, fn(f32) -> f32, fn(f32) -> f32);
+        let variants: [Activations; 2] = [
             (silu::<Separate>, mish::<Separate>, gelu::<Separate>),
             (silu::<Fused>, mish::<Fused>, gelu::<Fused>),
         ];
