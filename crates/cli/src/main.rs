@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench_accuracy;
 mod bench_ops;
 mod bench_plain;
 mod cli_error;
@@ -50,6 +51,8 @@ enum BenchTarget {
     Plain(bench_plain::BenchPlainArgs),
     /// MPC protocols (mul, matmul, less, ...) with three parties: time, bytes, rounds, error.
     Ops(bench_ops::BenchOpsArgs),
+    /// Secure nonlinear functions per method: max abs / rel error, MSE, bytes, rounds.
+    Accuracy(bench_accuracy::BenchAccuracyArgs),
     /// One HE-Diffusion denoising step: every element encrypted vs packed vs sparse (GPL build).
     #[cfg(feature = "he")]
     He(he_bench::BenchHeArgs),
@@ -63,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench { target } => match target {
             BenchTarget::Plain(args) => bench_plain::run(args).map_err(Into::into),
             BenchTarget::Ops(args) => bench_ops::run(args),
+            BenchTarget::Accuracy(args) => bench_accuracy::run(args),
             #[cfg(feature = "he")]
             BenchTarget::He(args) => he_bench::run(args),
         },

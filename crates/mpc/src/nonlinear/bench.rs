@@ -72,3 +72,15 @@ pub fn bench_ops() -> Vec<Box<dyn BenchOp>> {
     }
     v
 }
+
+/// Encode `values` and deal them to the three parties as an outside owner (for callers outside
+/// this crate, e.g. `secdiff bench accuracy`).
+pub fn deal_values(
+    fp: ring::FixedPoint,
+    values: &[f64],
+    seed: u64,
+) -> Result<[crate::io::OwnerShare; 3]> {
+    use rand::SeedableRng;
+    let t = ring::RingTensor::new(&[values.len()], fp.encode_slice(values)?)?;
+    Ok(crate::io::deal(&t, &mut StdRng::seed_from_u64(seed)))
+}

@@ -6,8 +6,9 @@
 //! Per call (n elements, d truncated bits, w = ceil(n/64) words, all bytes summed over the three
 //! parties; per-party bytes depend on the helper rotation and are not stated here):
 //! - fma jobs with secret products: `product_cost(n, trunc d)` (fast: 24n; robust: about
-//!   37.5n at d = 18); jobs without: `trunc_cost(n, d)` (fast: 8n). One invocation per group of
-//!   jobs with the same kind and d.
+//!   37.5n at d = 18); jobs without: `trunc_cost(n, d)` (fast: 8n); a job marked robust uses the
+//!   robust truncation whatever the session's method. One invocation per group of jobs with the
+//!   same kind, d and method.
 //! - dot_runs: `product_cost(runs, trunc d)`.
 //! - less_than: `msb_cost(n, width)` per group of jobs with the same width (about
 //!   3 (width + T)/8 bytes per element, T the carry tree's ANDs).
@@ -84,18 +85,19 @@ pub fn stated_cost(calls: &[TwinCall], frac_bits: u32, method: TruncMethod) -> R
     for call in calls {
         match call {
             TwinCall::Fma(jobs) => {
-                let mut groups: Vec<((bool, u32), usize)> = Vec::new();
-                for &(n, products, d) in jobs {
-                    match groups.iter_mut().find(|g| g.0 == (products, d)) {
+                let mut groups: Vec<((bool, u32, bool), usize)> = Vec::new();
+                for &(n, products, d, robust) in jobs {
+                    match groups.iter_mut().find(|g| g.0 == (products, d, robust)) {
                         Some(g) => g.1 += n,
-                        None => groups.push(((products, d), n)),
+                        None => groups.push(((products, d, robust), n)),
                     }
                 }
-                for ((products, d), n) in groups {
+                for ((products, d, robust), n) in groups {
+                    let m = if robust { TruncMethod::Robust } else { method };
                     s += one(if products {
-                        product_cost(n, Some((method, d))).total_bytes()
+                        product_cost(n, Some((m, d))).total_bytes()
                     } else {
-                        trunc_cost(n, method, d).total_bytes()
+                        trunc_cost(n, m, d).total_bytes()
                     });
                 }
             }

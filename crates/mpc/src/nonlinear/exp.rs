@@ -18,9 +18,9 @@
 //!   has none, and without it inputs below -512 give garbage). Max abs error ~2e-3.
 //!
 //! Cost (protocol calls; `cost` turns them into bytes and rounds):
-//! - range_reduced: 1 reduced-width comparison (resolution 1/8), 7 fma rounds/jobs, 1 select.
-//!   Largest truncated product: |x h| <= 14.5 (Horner on x with the 1/16 folded into the
-//!   truncation, which saves the job that would form x/16), p^2 <= 1.07.
+//! - range_reduced: 1 reduced-width comparison (resolution 1/8), 7 fma rounds with 8 jobs (two of
+//!   them linear), 1 select: 212 bytes per element with fast truncation (SPU: 444). Largest
+//!   truncated product: |tau h| <= 0.91 (Horner on tau = x/16), p^2 <= 1.07.
 //! - cipherdm_chebyshev: 1 full-width comparison, 1 + 3 + 1 fma rounds with 1 + 6 + 1 jobs,
 //!   1 select. Largest truncated product: |t|^7 <= 1 (times |coef| <= 0.67 in the sum).
 //! - crypten_limit: 1 reduced-width comparison, 9 fma rounds with 9 jobs, 1 select.
@@ -133,6 +133,7 @@ pub fn exp_neg<E: FxpOps>(e: &E, x: &E::A, method: ExpMethod, bound: f64) -> Res
                 linear: vec![],
                 constant: mono[0],
                 extra_shift: 0,
+                robust: false,
             };
             for (k, p) in pw.iter().enumerate() {
                 job = job.plus(p, mono[k + 1]);

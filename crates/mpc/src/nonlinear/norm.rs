@@ -92,6 +92,7 @@ fn centred_and_factor<E: FxpOps>(
             linear: vec![(&e.run_sums(x, run)?, Coef::Scalar(inv_run))],
             constant: 0.0,
             extra_shift: a,
+            robust: false,
         }])?
         .remove(0);
     let xc = e.sub(x, &e.repeat_each(&mean, run))?;
@@ -133,6 +134,7 @@ fn centred_and_factor<E: FxpOps>(
                     linear: vec![(&e.run_sums(&sq, run)?, Coef::Scalar(inv_run))],
                     constant: eps,
                     extra_shift: a,
+                    robust: false,
                 }])?
                 .remove(0);
             let r = rsqrt_scaled(e, &var, Pow2Range::RSQRT, 0)?;
@@ -178,6 +180,7 @@ pub fn group_norm<E: FxpOps>(
                     linear: vec![(&r_nc, Coef::PerElement(&g))],
                     constant: 0.0,
                     extra_shift: 0,
+                    robust: false,
                 }])?
                 .remove(0);
             let b: Vec<f64> = (0..n)
@@ -200,6 +203,7 @@ pub fn group_norm<E: FxpOps>(
             linear: vec![],
             constant: 0.0,
             extra_shift: extra,
+            robust: false,
         }])?
         .remove(0);
     match beta {
@@ -238,6 +242,7 @@ pub fn layer_norm<E: FxpOps>(
                     linear: vec![(&xc, Coef::PerElement(&g))],
                     constant: 0.0,
                     extra_shift: 0,
+                    robust: false,
                 }])?
                 .remove(0);
             (s, Some(e.public(&b)))
@@ -254,6 +259,7 @@ pub fn layer_norm<E: FxpOps>(
             linear: vec![],
             constant: 0.0,
             extra_shift: extra,
+            robust: false,
         }])?
         .remove(0);
     match beta {

@@ -41,6 +41,10 @@ pub struct Fma<'a, A> {
     /// Added to the truncation: the job truncates by `f + extra_shift` bits, i.e. multiplies the
     /// result by 2^-extra_shift exactly, without a second truncation (`f + extra_shift >= 0`).
     pub extra_shift: i32,
+    /// Truncate this job robustly whatever the session's method: for products whose magnitude
+    /// (e.g. a result of 1000, or a scale with guard bits) would make a fast truncation's
+    /// failure (probability |z| / 2^64) likely.
+    pub robust: bool,
 }
 
 impl<'a, A> Fma<'a, A> {
@@ -51,6 +55,7 @@ impl<'a, A> Fma<'a, A> {
             linear: vec![],
             constant: 0.0,
             extra_shift: 0,
+            robust: false,
         }
     }
     /// `c * x + constant` with a public fixed-point coefficient.
@@ -60,6 +65,7 @@ impl<'a, A> Fma<'a, A> {
             linear: vec![(x, Coef::Scalar(c))],
             constant,
             extra_shift: 0,
+            robust: false,
         }
     }
     /// Adds `c * x`.
@@ -70,6 +76,11 @@ impl<'a, A> Fma<'a, A> {
     /// Adds `a * b`.
     pub fn plus_product(mut self, a: &'a A, b: &'a A) -> Self {
         self.products.push((a, b));
+        self
+    }
+    /// Forces the robust truncation for this job.
+    pub fn robust(mut self) -> Self {
+        self.robust = true;
         self
     }
     /// Adds a public constant.

@@ -29,11 +29,12 @@ impl ScaledPoly<'_> {
 
     /// Evaluates on `t` with Horner's rule.
     ///
-    /// When `center` is 0 and `half_width` is a power of two 2^k, tau is never formed: each Horner
-    /// product is `t * h` truncated by f + k bits (one job per degree, `degree` rounds; the
-    /// truncated products are `|t h|`, up to 2^k times larger than `|tau h|`). Otherwise the first
-    /// round computes tau and `coef[d] tau + coef[d-1]` as two jobs of one batch (`degree + 1`
-    /// jobs, `degree` rounds; truncated products `|tau h|`).
+    /// When tau = t (`center` 0, `half_width` 1) it is not formed. Otherwise the first round
+    /// computes tau and `coef[d] tau + coef[d-1]` as two jobs of one batch (both linear, so they
+    /// cost a truncation each, a third of a product): `degree + 1` jobs in `degree` rounds, and
+    /// every truncated product is `|tau h|`. (Folding the scale into the truncation instead
+    /// would save that cheap job but make the products 1/scale times larger, and a fast
+    /// truncation's failure probability grows with the product.)
     pub fn eval<E: FxpOps>(&self, e: &E, t: &E::A) -> Result<E::A> {
         let d = self.degree();
         let inv = 1.0 / self.half_width;
@@ -43,12 +44,10 @@ impl ScaledPoly<'_> {
             self.coef[d] * inv,
             self.coef[d - 1] + self.coef[d] * shift,
         );
-        if let Some(k) = self.direct_shift() {
+        if self.center == 0.0 && self.half_width == 1.0 {
             let mut h = e.fma(&[first_step])?.remove(0);
             for c in self.coef[..d - 1].iter().rev() {
-                let mut step = Fma::mul(t, &h).plus_const(*c);
-                step.extra_shift = k;
-                h = e.fma(&[step])?.remove(0);
+                h = e.fma(&[Fma::mul(t, &h).plus_const(*c)])?.remove(0);
             }
             return Ok(h);
         }
@@ -63,13 +62,7 @@ impl ScaledPoly<'_> {
 
     /// Protocol jobs of `eval`.
     pub fn jobs(&self) -> usize {
-        self.degree() + usize::from(self.direct_shift().is_none())
-    }
-
-    /// `Some(k)` when tau = t / 2^k exactly.
-    fn direct_shift(&self) -> Option<i32> {
-        let k = self.half_width.log2();
-        (self.center == 0.0 && k >= 0.0 && k.fract() == 0.0).then_some(k as i32)
+        self.degree() + usize::from(self.center != 0.0 || self.half_width != 1.0)
     }
 }
 

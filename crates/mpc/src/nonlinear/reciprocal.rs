@@ -164,9 +164,11 @@ pub fn rsqrt<E: FxpOps>(e: &E, x: &E::A, method: RsqrtMethod, range: Pow2Range) 
     }
 }
 
-/// `a * s * 2^out_bits` for a scale from `pow2_scale` (which carries POW2_GUARD_BITS).
+/// `a * s * 2^out_bits` for a scale from `pow2_scale` (which carries POW2_GUARD_BITS). Always
+/// truncated robustly: with the guard bits the un-truncated product is |a s| 2^(2f + 8), up to
+/// 2^54 for a reciprocal of 1000, where a fast truncation would fail every ~2^10 elements.
 fn mul_by_scale<E: FxpOps>(e: &E, a: &E::A, s: &E::A, out_bits: i32) -> Result<E::A> {
-    let mut job = Fma::mul(a, s);
+    let mut job = Fma::mul(a, s).robust();
     job.extra_shift = POW2_GUARD_BITS - out_bits;
     Ok(e.fma(&[job])?.remove(0))
 }

@@ -283,7 +283,7 @@ impl FxpOps for Secure<'_> {
         let mut out: Vec<Option<AShare>> = vec![None; jobs.len()];
         // Jobs with secret products and jobs without are finished by different core protocols;
         // jobs with different truncations by different calls. Each group is one call.
-        let mut groups: Vec<(bool, u32, Vec<usize>)> = Vec::new();
+        let mut groups: Vec<(bool, u32, bool, Vec<usize>)> = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
             let d = f + job.extra_shift;
             if !(1..63).contains(&d) {
@@ -292,13 +292,14 @@ impl FxpOps for Secure<'_> {
                     detail: format!("truncation by {d} bits"),
                 });
             }
-            let key = (!job.products.is_empty(), d as u32);
-            match groups.iter_mut().find(|g| (g.0, g.1) == key) {
-                Some(g) => g.2.push(j),
-                None => groups.push((key.0, key.1, vec![j])),
+            let key = (!job.products.is_empty(), d as u32, job.robust);
+            match groups.iter_mut().find(|g| (g.0, g.1, g.2) == key) {
+                Some(g) => g.3.push(j),
+                None => groups.push((key.0, key.1, key.2, vec![j])),
             }
         }
-        for (has_products, d, members) in groups {
+        for (has_products, d, robust, members) in groups {
+            let method = if robust { TruncMethod::Robust } else { method };
             let const_raw = |c: f64| (c * ((f + d as i32) as f64).exp2()).round() as i64 as u64;
             let mut lens = Vec::with_capacity(members.len());
             let result = if has_products {

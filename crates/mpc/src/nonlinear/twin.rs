@@ -17,8 +17,9 @@ use super::NonlinearError;
 /// One protocol call the twin performed, with what its cost depends on (see `cost`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TwinCall {
-    /// Fused multiply-adds: per job (elements, has secret products, truncated bits).
-    Fma(Vec<(usize, bool, u32)>),
+    /// Fused multiply-adds: per job (elements, has secret products, truncated bits, forced
+    /// robust).
+    Fma(Vec<(usize, bool, u32, bool)>),
     /// Run dot products: runs out, truncated bits.
     DotRuns(usize, u32),
     /// Comparisons: per job (elements, width of the sign test).
@@ -226,7 +227,7 @@ impl FxpOps for Twin {
                     .map(|v| round_shift(v, shift as u32))
                     .collect(),
             );
-            info.push((n, !job.products.is_empty(), shift as u32));
+            info.push((n, !job.products.is_empty(), shift as u32, job.robust));
         }
         self.log.borrow_mut().push(TwinCall::Fma(info));
         Ok(out)
