@@ -8,6 +8,9 @@ times the jitted forward at batch 1 (median of --runs after warm-up). Prints one
 
 Run with the venv that has jax 0.4.34 and flax 0.9.0:
     /tmp/spu-venv/bin/python scripts/bench/jax_unet.py [--runs 200]
+With --serve it prints the check as one JSON line, then for every line "K" read on stdin times K
+forwards and prints their seconds as a JSON list: `secdiff bench plain --vs-jax` uses this to
+alternate short rounds of both sides, so that changes in machine load hit both equally.
 """
 import argparse
 import json
@@ -142,6 +145,7 @@ def build_model():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--serve", action="store_true", help="time rounds on request (see above)")
     parser.add_argument("--weights", default=os.path.join(ROOT, "models/cipherdm-mnist/weights.safetensors"))
     parser.add_argument("--cases", default=os.path.join(ROOT, "tests/data/cipherdm-mnist/cases.safetensors"))
     args = parser.parse_args()
@@ -160,11 +164,23 @@ def main():
     x, t, y = cases["eps.x"][:1], np.array([500], np.int32), np.array([1], np.int32)
     for _ in range(20):
         forward(params, x, t, y).block_until_ready()
-    times = []
-    for _ in range(args.runs):
-        start = time.perf_counter()
-        forward(params, x, t, y).block_until_ready()
-        times.append(time.perf_counter() - start)
+
+    def timed(runs):
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            forward(params, x, t, y).block_until_ready()
+            times.append(time.perf_counter() - start)
+        return times
+
+    if args.serve:
+        print(json.dumps({"jax": jax.__version__, "eps_max_abs_err": max_err}), flush=True)
+        if max_err >= 1e-4:
+            return 1
+        for line in sys.stdin:
+            print(json.dumps(timed(int(line))), flush=True)
+        return 0
+    times = timed(args.runs)
     print(json.dumps({
         "jax": jax.__version__,
         "forward_seconds_median": float(np.median(times)),

@@ -2,8 +2,9 @@
 //! sample on the plaintext backend, optionally side by side with JAX's jitted forward of the same
 //! model (scripts/bench/jax_unet.py), printing the ratio measured in the same run.
 
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use clap::Args;
@@ -24,10 +25,13 @@ pub struct BenchPlainArgs {
     /// Timed DDIM-50 samples.
     #[arg(long, default_value_t = 5)]
     pub sample_runs: usize,
-    /// Also time JAX's jitted forward of cipherdm-mnist (scripts/bench/jax_unet.py) in between
-    /// two rounds of ours, and print the ratio.
+    /// Also time JAX's jitted forward of cipherdm-mnist (scripts/bench/jax_unet.py), in
+    /// --rounds alternating rounds of --runs / --rounds forwards each, and print the ratios.
     #[arg(long)]
     pub vs_jax: bool,
+    /// Alternating rounds (ours, JAX) with --vs-jax.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: usize,
     /// Python with jax 0.4.34 and flax 0.9.0 (default: $SECDIFF_JAX_PYTHON, else
     /// /tmp/spu-venv/bin/python, else python3).
     #[arg(long)]
@@ -64,43 +68,83 @@ fn jax_python(args: &BenchPlainArgs) -> PathBuf {
     }
 }
 
-/// Runs the JAX script and returns its median forward seconds.
-fn jax_forward_seconds(args: &BenchPlainArgs, model_dir: &std::path::Path) -> CliResult<f64> {
-    let script = model_dir.join("../../scripts/bench/jax_unet.py");
-    if !script.is_file() {
-        return Err(CliError::Other(format!(
-            "JAX script not found at {}",
-            script.display()
-        )));
+/// The JAX script in `--serve` mode: it has loaded the model and checked it against eps.out,
+/// and times `k` jitted forwards whenever asked.
+struct JaxServer {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl JaxServer {
+    fn start(args: &BenchPlainArgs, model_dir: &std::path::Path) -> CliResult<JaxServer> {
+        let script = model_dir.join("../../scripts/bench/jax_unet.py");
+        if !script.is_file() {
+            return Err(CliError::Other(format!(
+                "JAX script not found at {}",
+                script.display()
+            )));
+        }
+        let python = jax_python(args);
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .arg("--serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| CliError::Other(format!("cannot run {}: {e}", python.display())))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut server = JaxServer {
+            child,
+            stdin,
+            stdout,
+        };
+        let header = server.read_line()?;
+        let parsed: serde_json::Value = serde_json::from_str(&header)
+            .map_err(|_| CliError::Other(format!("unexpected JAX output: {header}")))?;
+        let err = parsed["eps_max_abs_err"].as_f64().unwrap_or(f64::INFINITY);
+        if err >= 1e-4 {
+            return Err(CliError::Other(format!(
+                "the JAX model disagrees with eps.out (max abs error {err})"
+            )));
+        }
+        eprintln!("jax: {header}");
+        Ok(server)
     }
-    let python = jax_python(args);
-    let output = Command::new(&python)
-        .arg(&script)
-        .arg("--runs")
-        .arg(args.runs.to_string())
-        .output()
-        .map_err(|e| CliError::Other(format!("cannot run {}: {e}", python.display())))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    let parsed: serde_json::Value = serde_json::from_str(line).map_err(|_| {
-        CliError::Other(format!(
-            "the JAX script failed (exit {:?}): {}",
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .last()
-                .unwrap_or_default()
-        ))
-    })?;
-    if !output.status.success() {
-        return Err(CliError::Other(format!(
-            "the JAX script's output disagrees with eps.out: {line}"
-        )));
+
+    fn read_line(&mut self) -> CliResult<String> {
+        let mut line = String::new();
+        let n = self
+            .stdout
+            .read_line(&mut line)
+            .map_err(|e| CliError::Other(format!("reading from the JAX script: {e}")))?;
+        if n == 0 {
+            return Err(CliError::Other(
+                "the JAX script exited early (is jax 0.4.34 + flax 0.9.0 installed for --python?)"
+                    .into(),
+            ));
+        }
+        Ok(line)
     }
-    eprintln!("jax: {line}");
-    parsed["forward_seconds_median"]
-        .as_f64()
-        .ok_or_else(|| CliError::Other(format!("unexpected JAX output: {line}")))
+
+    /// Seconds of `runs` jitted forwards.
+    fn time(&mut self, runs: usize) -> CliResult<Vec<f64>> {
+        writeln!(self.stdin, "{runs}")
+            .and_then(|_| self.stdin.flush())
+            .map_err(|e| CliError::Other(format!("writing to the JAX script: {e}")))?;
+        let line = self.read_line()?;
+        serde_json::from_str(&line)
+            .map_err(|_| CliError::Other(format!("unexpected JAX output: {line}")))
+    }
+}
+
+impl Drop for JaxServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 pub fn run(args: BenchPlainArgs) -> CliResult<()> {
@@ -130,16 +174,24 @@ pub fn run(args: BenchPlainArgs) -> CliResult<()> {
         Ok(())
     };
     time_forwards(20, &mut forward)?;
-    let mut ours = time_forwards(args.runs, &mut forward)?;
-    let jax = if args.vs_jax {
-        let jax = jax_forward_seconds(&args, &model.dir)?;
-        // A second round of ours after JAX's, so that a change in machine load during the run
-        // affects both sides.
-        ours.extend(time_forwards(args.runs, &mut forward)?);
-        Some(jax)
+    let mut ours = Vec::new();
+    // (JAX seconds, ratio of per-round medians) when comparing.
+    let mut jax: Option<(Vec<f64>, Vec<f64>)> = None;
+    if args.vs_jax {
+        let mut server = JaxServer::start(&args, &model.dir)?;
+        let per_round = args.runs.div_ceil(args.rounds.max(1));
+        let (mut theirs, mut ratios) = (Vec::new(), Vec::new());
+        for _ in 0..args.rounds.max(1) {
+            let a = time_forwards(per_round, &mut forward)?;
+            let b = server.time(per_round)?;
+            ratios.push(median(b.clone()) / median(a.clone()));
+            ours.extend(a);
+            theirs.extend(b);
+        }
+        jax = Some((theirs, ratios));
     } else {
-        None
-    };
+        ours = time_forwards(args.runs, &mut forward)?;
+    }
     let forward_median = median(ours.clone());
     let forward_min = ours.iter().copied().fold(f64::INFINITY, f64::min);
 
@@ -175,11 +227,20 @@ pub fn run(args: BenchPlainArgs) -> CliResult<()> {
         median(samples) * 1e3,
         args.sample_runs
     );
-    if let Some(jax) = jax {
+    if let Some((theirs, ratios)) = jax {
+        let jax_min = theirs.iter().copied().fold(f64::INFINITY, f64::min);
         println!(
-            "JAX jitted forward: median {:.3} ms -> secdiff plain is {:.2}x faster (same run)",
-            jax * 1e3,
-            jax / forward_median
+            "JAX jitted forward: median {:.3} ms, min {:.3} ms over {} runs (alternating rounds)",
+            median(theirs.clone()) * 1e3,
+            jax_min * 1e3,
+            theirs.len()
+        );
+        println!(
+            "secdiff plain vs JAX: {:.2}x faster (median of {} per-round median ratios), {:.2}x (overall medians), {:.2}x (minimums)",
+            median(ratios.clone()),
+            ratios.len(),
+            median(theirs) / forward_median,
+            jax_min / forward_min
         );
     }
     Ok(())

@@ -10,8 +10,11 @@ use super::math::exp_rows;
 use super::tensor::PlainTensor;
 use crate::{Error, Result};
 
-/// Attention ops with less work than this (in multiply-adds) run on the calling thread.
-const PARALLEL_MIN_WORK: usize = 1 << 18;
+/// Attention ops with less work than this (in multiply-adds) run on the calling thread. Measured
+/// on the 2-core dev machine under load: splitting a batch-1 14x14 attention (about 1M) over two
+/// threads made the median U-Net forward 1.5-4x slower, as the second thread is often not
+/// scheduled in time; SD-sized attention (10^8 and up) is far above this.
+const PARALLEL_MIN_WORK: usize = 1 << 23;
 
 /// Scores per block of query rows: 32 KiB, so a block's scores stay in L1 from the score product
 /// through the softmax to the product with the values.

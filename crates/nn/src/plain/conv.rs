@@ -12,8 +12,10 @@ use super::tensor::PlainTensor;
 use crate::backend::{ConvSpec, Padding};
 use crate::{Error, Result};
 
-/// Batches whose convolution has fewer multiply-adds than this run on one thread.
-const PARALLEL_MIN_MACS: usize = 1 << 18;
+/// Batches whose convolution has fewer multiply-adds than this run on one thread (a few
+/// milliseconds of work: below that, waiting for a second thread on a busy machine costs more
+/// than it saves).
+const PARALLEL_MIN_MACS: usize = 1 << 22;
 
 thread_local! {
     /// The column matrix of the last im2col on this thread, reused to avoid an allocation and a
@@ -488,6 +490,26 @@ mod tests {
         let want = naive(&x, &w, ay, ax);
         for (got, want) in y.data().iter().zip(&want) {
             assert!((got - want).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn batch_split_over_threads_matches_one_image_at_a_time() {
+        // 2 x 8 x 72 x 128^2 multiply-adds: above PARALLEL_MIN_MACS.
+        let x = pseudo(&[2, 8, 128, 128], 0.5);
+        let w = pseudo(&[8, 8, 3, 3], 1.5);
+        let both = conv2d(&x, &w, None, ConvSpec::same(1)).unwrap();
+        for i in 0..2 {
+            let image = PlainTensor::new(
+                &[1, 8, 128, 128],
+                x.data()[i * 8 * 128 * 128..(i + 1) * 8 * 128 * 128].to_vec(),
+            )
+            .unwrap();
+            let one = conv2d(&image, &w, None, ConvSpec::same(1)).unwrap();
+            assert_eq!(
+                one.data(),
+                &both.data()[i * 8 * 128 * 128..(i + 1) * 8 * 128 * 128]
+            );
         }
     }
 

@@ -306,8 +306,8 @@ mod tests {
             b.matmul(&b.softmax(&scores).unwrap(), v).unwrap()
         }
         let b = Plain;
-        // Small (one block per batch entry) and large enough to be split into row blocks.
-        for (l, s, d, dv) in [(3, 5, 4, 6), (150, 160, 16, 8)] {
+        // One block per batch entry, several row blocks, and big enough for the thread pool.
+        for (l, s, d, dv) in [(3, 5, 4, 6), (150, 160, 16, 8), (600, 640, 16, 8)] {
             let q = t(&[2, l, d], |i| (i as f32 * 0.3).sin());
             let k = t(&[2, s, d], |i| (i as f32 * 0.7).cos());
             let v = t(&[2, s, dv], |i| (i as f32 * 0.2).sin());
