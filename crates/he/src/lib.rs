@@ -5,6 +5,7 @@
 //! Licence: GPL-3.0 (sealy is GPL-3.0), unlike the rest of the workspace.
 
 pub mod attack;
+pub mod audit;
 pub mod bench;
 pub mod ckks;
 pub mod codec;
@@ -12,6 +13,7 @@ pub mod coo;
 pub mod error;
 pub mod metrics;
 pub mod protocol;
+pub mod sampler;
 pub mod split;
 pub mod step;
 pub mod tcp;
