@@ -120,12 +120,15 @@ pub fn from_noise_rollout(rec: &Recording) -> Result<Reconstruction> {
     Ok(Reconstruction { x_t, x_0: x })
 }
 
+/// Guesses the whole batch's x_t at step `i` from that step's features.
+pub type Inverter<'a> = &'a mut dyn FnMut(usize, &[Tensor]) -> Result<Vec<f32>>;
+
 /// From the features, with `invert(step, features) -> x_t guess` (whole batch) at the steps in
 /// `at_steps` (all if `None`); x_0 from the guess at the last step, which must be among them.
 pub fn from_features(
     rec: &Recording,
     at_steps: Option<&[usize]>,
-    invert: &mut dyn FnMut(usize, &[Tensor]) -> Result<Vec<f32>>,
+    invert: Inverter,
 ) -> Result<Reconstruction> {
     let n = rec.steps.len();
     let mut x_t = vec![None; n];
