@@ -49,6 +49,9 @@ pub struct BenchRecord {
     pub speedup_sparse_over_packed: f64,
 }
 
+/// Elements per batch of the every-element form (bounds its memory to a few hundred MB).
+const EVERY_ELEMENT_CHUNK: usize = 256;
+
 struct FormRun {
     seconds: f64,
     ciphertexts: usize,
@@ -115,20 +118,31 @@ pub fn bench_latent(
     )?;
     let packed = run_form(keys, latent, shape, eps, coeff, Packing::Dense, None)?;
     let measured = every_element_sample.map_or(numel, |k| k.clamp(1, numel));
-    let sub_shape = if measured == numel {
-        shape.to_vec()
-    } else {
-        vec![1, 1, 1, measured]
+    // One ciphertext per element is ~1 MB in memory at N = 8192: run the form in chunks so that
+    // a full SD-sized latent (16384 ciphertexts, twice over) does not need 30 GB at once. The
+    // work is the same; only the peak memory differs.
+    let mut every = FormRun {
+        seconds: 0.0,
+        ciphertexts: 0,
+        bytes: 0,
+        max_error: 0.0,
     };
-    let every = run_form(
-        keys,
-        &latent[..measured],
-        &sub_shape,
-        &eps[..measured],
-        coeff,
-        Packing::OnePerCiphertext,
-        None,
-    )?;
+    for start in (0..measured).step_by(EVERY_ELEMENT_CHUNK) {
+        let end = (start + EVERY_ELEMENT_CHUNK).min(measured);
+        let part = run_form(
+            keys,
+            &latent[start..end],
+            &[1, 1, 1, end - start],
+            &eps[start..end],
+            coeff,
+            Packing::OnePerCiphertext,
+            None,
+        )?;
+        every.seconds += part.seconds;
+        every.ciphertexts += part.ciphertexts;
+        every.bytes += part.bytes;
+        every.max_error = every.max_error.max(part.max_error);
+    }
     let scale_up = numel as f64 / measured as f64;
     let seconds_every_element = every.seconds * scale_up;
     let split = min_distortion_split(latent, shape, threshold)?;
