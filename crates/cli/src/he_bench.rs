@@ -89,8 +89,9 @@ pub fn run(args: BenchHeArgs) -> CliResult {
         args.threshold
     );
     println!(
-        "{:<24} {:>14} {:>11} {:>11} {:>9} {:>12} {:>12} {:>10}",
+        "{:<24} {:>6} {:>14} {:>11} {:>11} {:>9} {:>12} {:>12} {:>10}",
         "latent",
+        "clock",
         "every-elem s",
         "packed s",
         "sparse s",
@@ -100,25 +101,46 @@ pub fn run(args: BenchHeArgs) -> CliResult {
         "max err"
     );
     for r in &records {
-        println!(
-            "{:<24} {:>13.3}{} {:>11.4} {:>11.4} {:>9.3} {:>11.0}x {:>11.2}x {:>10.1e}",
-            r.latent,
-            r.seconds_every_element,
-            if r.every_element_extrapolated {
-                "*"
-            } else {
-                " "
-            },
-            r.seconds_packed,
-            r.seconds_sparse,
-            r.encrypted_fraction,
-            r.speedup_sparse_over_every_element,
-            r.speedup_sparse_over_packed,
-            r.max_error_every_element
-                .max(r.max_error_packed)
-                .max(r.max_error_sparse),
-        );
+        let rows = [
+            (
+                "wall",
+                r.seconds_every_element,
+                r.seconds_packed,
+                r.seconds_sparse,
+            ),
+            (
+                "cpu",
+                r.cpu_seconds_every_element,
+                r.cpu_seconds_packed,
+                r.cpu_seconds_sparse,
+            ),
+        ];
+        for (clock, every, packed, sparse) in rows {
+            println!(
+                "{:<24} {:>6} {:>13.3}{} {:>11.4} {:>11.4} {:>9.3} {:>11.0}x {:>11.2}x {:>10.1e}",
+                r.latent,
+                clock,
+                every,
+                if r.every_element_extrapolated {
+                    "*"
+                } else {
+                    " "
+                },
+                packed,
+                sparse,
+                r.encrypted_fraction,
+                every / sparse,
+                packed / sparse,
+                r.max_error_every_element
+                    .max(r.max_error_packed)
+                    .max(r.max_error_sparse),
+            );
+        }
     }
+    println!(
+        "(wall: elapsed time; cpu: the measuring thread's CPU time, the stable ratio when other \
+         jobs share the cores)"
+    );
     for r in records.iter().filter(|r| r.every_element_extrapolated) {
         println!(
             "* {}: every-element form measured on {} of {} elements and scaled linearly (one \

@@ -28,6 +28,11 @@ pub struct BenchRecord {
     pub seconds_every_element: f64,
     pub seconds_packed: f64,
     pub seconds_sparse: f64,
+    /// The same three times as CPU time of the measuring thread (SEAL runs single-threaded here):
+    /// on a machine shared with other jobs these ratios are the stable ones.
+    pub cpu_seconds_every_element: f64,
+    pub cpu_seconds_packed: f64,
+    pub cpu_seconds_sparse: f64,
     pub encrypted_fraction: f64,
     /// How many elements the every-element form really ran (== numel unless extrapolated).
     pub every_element_measured: usize,
@@ -47,6 +52,7 @@ pub struct BenchRecord {
     pub max_error_sparse: f64,
     pub speedup_sparse_over_every_element: f64,
     pub speedup_sparse_over_packed: f64,
+    pub cpu_speedup_sparse_over_every_element: f64,
 }
 
 /// Elements per batch of the every-element form (bounds its memory to a few hundred MB).
@@ -54,6 +60,7 @@ const EVERY_ELEMENT_CHUNK: usize = 256;
 
 struct FormRun {
     seconds: f64,
+    cpu_seconds: f64,
     ciphertexts: usize,
     bytes: usize,
     max_error: f64,
@@ -71,6 +78,7 @@ fn run_form(
 ) -> Result<FormRun> {
     let ctx = keys.context();
     let start = Instant::now();
+    let cpu_start = thread_cpu_seconds();
     let split = match threshold {
         Some(t) => min_distortion_split(latent, shape, t)?,
         None => Split::all_encrypted(latent.len())?,
@@ -79,6 +87,7 @@ fn run_form(
     let returned = server_update(ctx, coeff, &sent, eps)?;
     let merged = client_merge(keys, &returned)?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = thread_cpu_seconds() - cpu_start;
     let want = coeff.apply(latent, eps);
     let max_error = merged
         .iter()
@@ -87,6 +96,7 @@ fn run_form(
         .fold(0.0, f64::max);
     Ok(FormRun {
         seconds,
+        cpu_seconds,
         ciphertexts: sent.y.values().ciphertext_count(),
         bytes: sent.to_bytes()?.len(),
         max_error,
@@ -123,6 +133,7 @@ pub fn bench_latent(
     // work is the same; only the peak memory differs.
     let mut every = FormRun {
         seconds: 0.0,
+        cpu_seconds: 0.0,
         ciphertexts: 0,
         bytes: 0,
         max_error: 0.0,
@@ -139,6 +150,7 @@ pub fn bench_latent(
             None,
         )?;
         every.seconds += part.seconds;
+        every.cpu_seconds += part.cpu_seconds;
         every.ciphertexts += part.ciphertexts;
         every.bytes += part.bytes;
         every.max_error = every.max_error.max(part.max_error);
@@ -152,6 +164,9 @@ pub fn bench_latent(
         seconds_every_element,
         seconds_packed: packed.seconds,
         seconds_sparse: sparse.seconds,
+        cpu_seconds_every_element: every.cpu_seconds * scale_up,
+        cpu_seconds_packed: packed.cpu_seconds,
+        cpu_seconds_sparse: sparse.cpu_seconds,
         encrypted_fraction: split.encrypted_fraction(),
         every_element_measured: measured,
         every_element_extrapolated: measured < numel,
@@ -166,5 +181,20 @@ pub fn bench_latent(
         max_error_sparse: sparse.max_error,
         speedup_sparse_over_every_element: seconds_every_element / sparse.seconds,
         speedup_sparse_over_packed: packed.seconds / sparse.seconds,
+        cpu_speedup_sparse_over_every_element: every.cpu_seconds * scale_up / sparse.cpu_seconds,
     })
+}
+
+/// CPU time consumed by the calling thread, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to the valid pointer we pass.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
