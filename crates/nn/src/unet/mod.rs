@@ -26,6 +26,14 @@ enum UpBlock<B: Backend> {
     Upsample(ConvTranspose2d<B>),
 }
 
+/// Where the U-Net is cut between a client that runs its first layers and a server that runs the
+/// rest (HE mode): after the stem convolution and the first `down_blocks` blocks of the down path
+/// (0: right after the stem).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitPoint {
+    pub down_blocks: usize,
+}
+
 pub struct UNet<B: Backend> {
     config: UNetConfig,
     time_mlp: (Linear<B>, Linear<B>),
@@ -168,6 +176,30 @@ impl<B: Backend> UNet<B> {
         t: &[usize],
         y_onehot: Option<&B::Tensor>,
     ) -> Result<B::Tensor> {
+        let split = SplitPoint { down_blocks: 0 };
+        let activations = self.forward_head(b, x, t, y_onehot, split)?;
+        self.forward_tail(b, activations, t, y_onehot, split)
+    }
+
+    /// The split points of this model, first to last (see [`SplitPoint`]).
+    pub fn split_points(&self) -> Vec<SplitPoint> {
+        (0..=self.downs.len())
+            .map(|down_blocks| SplitPoint { down_blocks })
+            .collect()
+    }
+
+    /// The layers before `split`: the stem convolution and the first `split.down_blocks` blocks
+    /// of the down path. Returns every activation the rest of the network reads: the skip
+    /// connections made so far, in order; the last one is also the current activation.
+    pub fn forward_head(
+        &self,
+        b: &B,
+        x: &B::Tensor,
+        t: &[usize],
+        y_onehot: Option<&B::Tensor>,
+        split: SplitPoint,
+    ) -> Result<Vec<B::Tensor>> {
+        self.check_split(split)?;
         let c = &self.config;
         let shape = b.shape(x);
         let multiple = c.size_multiple();
@@ -186,7 +218,99 @@ impl<B: Backend> UNet<B> {
                 ),
             ));
         }
-        let n = shape[0];
+        let mut skips = vec![self.init_conv.forward(b, x)?];
+        if split.down_blocks > 0 {
+            let cond = self.conditioning(b, shape[0], t, y_onehot)?;
+            for block in &self.downs[..split.down_blocks] {
+                let h = skips.last().expect("the stem's output");
+                skips.push(self.down(b, block, h, &cond)?);
+            }
+        }
+        Ok(skips)
+    }
+
+    /// The layers after `split`, from the activations [`UNet::forward_head`] returned: the
+    /// predicted noise.
+    pub fn forward_tail(
+        &self,
+        b: &B,
+        activations: Vec<B::Tensor>,
+        t: &[usize],
+        y_onehot: Option<&B::Tensor>,
+        split: SplitPoint,
+    ) -> Result<B::Tensor> {
+        self.check_split(split)?;
+        let mut skips = activations;
+        if skips.len() != split.down_blocks + 1 {
+            return Err(Error::shape(
+                "unet tail",
+                format!(
+                    "{} activations at split point {split:?}, expected {}",
+                    skips.len(),
+                    split.down_blocks + 1
+                ),
+            ));
+        }
+        let n = b.shape(&skips[0]).first().copied().unwrap_or(0);
+        let cond = self.conditioning(b, n, t, y_onehot)?;
+        let mut h = skips.last().expect("at least the stem's output").clone();
+        for block in &self.downs[split.down_blocks..] {
+            h = self.down(b, block, &h, &cond)?;
+            skips.push(h.clone());
+        }
+        for block in &self.mid {
+            h = block.forward(b, &h, &cond)?;
+        }
+        for block in &self.ups {
+            h = match block {
+                UpBlock::Residual(r) => {
+                    let skip = skips.pop().expect("as many skips as residual up blocks");
+                    r.forward(b, &b.concat(&[&h, &skip], 1)?, &cond)?
+                }
+                UpBlock::Upsample(conv) => conv.forward(b, &h)?,
+            };
+        }
+        let h = self
+            .config
+            .activation
+            .forward(b, &self.out_norm.forward(b, &h)?)?;
+        self.out_conv.forward(b, &h)
+    }
+
+    fn check_split(&self, split: SplitPoint) -> Result<()> {
+        if split.down_blocks > self.downs.len() {
+            return Err(Error::Config(format!(
+                "split point after {} down blocks, but the model has {}",
+                split.down_blocks,
+                self.downs.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn down(
+        &self,
+        b: &B,
+        block: &DownBlock<B>,
+        h: &B::Tensor,
+        cond: &Conditioning<'_, B>,
+    ) -> Result<B::Tensor> {
+        match block {
+            DownBlock::Residual(r) => r.forward(b, h, cond),
+            DownBlock::Downsample(conv) => conv.forward(b, h),
+        }
+    }
+
+    /// The time embedding and labels every residual block reads, after checking them against a
+    /// batch of `n`.
+    fn conditioning<'a>(
+        &self,
+        b: &B,
+        n: usize,
+        t: &[usize],
+        y_onehot: Option<&'a B::Tensor>,
+    ) -> Result<Conditioning<'a, B>> {
+        let c = &self.config;
         if t.len() != n {
             return Err(Error::shape(
                 "unet",
@@ -215,43 +339,15 @@ impl<B: Backend> UNet<B> {
             }
             (None, None) => {}
         }
-
         let features = timestep_features(t, c.base_channels, c.time_emb_scale);
         let temb = b.public(&[n, c.base_channels], &features)?;
         let temb = self.time_mlp.0.forward(b, &temb)?;
         let temb = self.time_mlp.1.forward(b, &b.silu(&temb)?)?;
         // Every residual block applies the block activation to the embedding first.
-        let cond = Conditioning {
+        Ok(Conditioning {
             time: c.activation.forward(b, &temb)?,
             labels: y_onehot,
-        };
-
-        let mut h = self.init_conv.forward(b, x)?;
-        let mut skips = vec![h.clone()];
-        for block in &self.downs {
-            h = match block {
-                DownBlock::Residual(r) => r.forward(b, &h, &cond)?,
-                DownBlock::Downsample(conv) => conv.forward(b, &h)?,
-            };
-            skips.push(h.clone());
-        }
-        for block in &self.mid {
-            h = block.forward(b, &h, &cond)?;
-        }
-        for block in &self.ups {
-            h = match block {
-                UpBlock::Residual(r) => {
-                    let skip = skips.pop().expect("as many skips as residual up blocks");
-                    r.forward(b, &b.concat(&[&h, &skip], 1)?, &cond)?
-                }
-                UpBlock::Upsample(conv) => conv.forward(b, &h)?,
-            };
-        }
-        let h = self
-            .config
-            .activation
-            .forward(b, &self.out_norm.forward(b, &h)?)?;
-        self.out_conv.forward(b, &h)
+        })
     }
 
     /// A one-screen description of the architecture.
