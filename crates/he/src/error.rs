@@ -58,6 +58,8 @@ pub enum Error {
     /// A model or sampler error from the plaintext engine.
     #[error(transparent)]
     Model(#[from] nn::Error),
+    #[error(transparent)]
+    Diffusion(#[from] diffusion::Error),
     #[error("{0}")]
     Other(String),
 }

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod coo;
 pub mod error;
 pub mod metrics;
+pub mod model;
 pub mod protocol;
 pub mod sampler;
 pub mod split;

@@ -42,6 +42,7 @@ impl ServerModel for Toy {
 fn session(model: &str) -> SessionInfo {
     SessionInfo {
         model: model.into(),
+        weights_sha256: "00".repeat(32),
         split: "identity".into(),
         latent_shape: vec![1, 1, 8, 8],
         labels: vec![0],
