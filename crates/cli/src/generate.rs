@@ -21,6 +21,9 @@ use crate::report::Report;
 pub enum Mode {
     /// Plaintext on this machine (the reference; nothing is private).
     Plain,
+    /// HE-Diffusion: CKKS partial encryption, one server (--server ADDR or --local); DDIM unclipped.
+    #[cfg(feature = "he")]
+    He,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -78,6 +81,9 @@ pub struct GenerateArgs {
     /// JSON report (timings, settings).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    #[cfg(feature = "he")]
+    #[command(flatten)]
+    pub he: crate::he_generate::HeGenerateArgs,
 }
 
 /// Everything a run needs, validated.
@@ -314,7 +320,13 @@ pub fn run(args: GenerateArgs) -> CliResult<()> {
     let started = Instant::now();
     let mut plan = Plan::new(&args)?;
     let sampled = match args.mode {
-        Mode::Plain => run_plain(&mut plan)?,
+        Mode::Plain => {
+            #[cfg(feature = "he")]
+            args.he.check_unused()?;
+            run_plain(&mut plan)?
+        }
+        #[cfg(feature = "he")]
+        Mode::He => crate::he_generate::run(&mut plan, &args.he)?,
     };
     write_outputs(&args, &plan, &sampled, started)
 }

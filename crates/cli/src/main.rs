@@ -10,6 +10,10 @@ mod generate;
 #[cfg(feature = "he")]
 mod he_bench;
 #[cfg(feature = "he")]
+mod he_generate;
+#[cfg(feature = "he")]
+mod he_server;
+#[cfg(feature = "he")]
 mod he_util;
 mod info;
 mod keygen;
@@ -37,6 +41,9 @@ enum Command {
     },
     /// Generate images (a PNG grid, raw x_0, a JSON report).
     Generate(generate::GenerateArgs),
+    /// Serve HE-mode clients: run the U-Net after the split point, update encrypted latents (GPL build).
+    #[cfg(feature = "he")]
+    HeServer(he_server::HeServerArgs),
     /// Print a model's architecture, schedule and parameter count.
     Info(info::InfoArgs),
     /// Create a CA and TLS certificates for the parties, the client and the model owner.
@@ -72,6 +79,8 @@ fn main() -> std::process::ExitCode {
         },
         Command::Keygen(args) => keygen::run(args),
         Command::Party(args) => party::run(args),
+        #[cfg(feature = "he")]
+        Command::HeServer(args) => he_server::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
