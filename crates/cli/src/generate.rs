@@ -83,7 +83,7 @@ pub struct GenerateArgs {
     pub report: Option<PathBuf>,
     #[cfg(feature = "he")]
     #[command(flatten)]
-    pub he: crate::he_generate::HeGenerateArgs,
+    pub he: Box<crate::he_generate::HeGenerateArgs>,
 }
 
 /// Everything a run needs, validated.
