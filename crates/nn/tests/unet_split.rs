@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use nn::unet::{one_hot, SplitPoint, UNet, UNetConfig};
 use nn::weights::FlaxParams;
-use nn::{Backend, Plain, PlainTensor};
+use nn::{Plain, PlainTensor};
 
 fn model() -> UNet<Plain> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
