@@ -258,3 +258,56 @@ fn shape_errors_are_errors_not_panics() {
     )
     .is_err());
 }
+
+#[test]
+fn norms_with_secret_affine_parameters_match_public_ones() {
+    use mpc::nonlinear::norm::*;
+    let tw = Twin::new(F);
+    let (c, s) = (4, 4);
+    let x: Vec<f64> = (0..2 * c * s * s)
+        .map(|i| ((i * 31) % 17) as f64 * 0.2 - 1.5)
+        .collect();
+    let (gamma, beta) = ([1.0, 0.5, 2.0, -1.0], [0.0, 0.1, -0.2, 0.3]);
+    let xe = tw.encode(&x);
+    let (g, b) = (tw.encode(&gamma), tw.encode(&beta));
+    let aff = |secret: bool| {
+        if secret {
+            NormAffine::Shared {
+                gamma: &g,
+                beta: &b,
+            }
+        } else {
+            NormAffine::Public {
+                gamma: &gamma,
+                beta: &beta,
+            }
+        }
+    };
+    let want = group_norm_exact(&tw.decode(&xe), [2, c, s, s], 2, &gamma, &beta, 1e-5);
+    for secret in [false, true] {
+        let y = group_norm(
+            &tw,
+            &xe,
+            [2, c, s, s],
+            2,
+            aff(secret),
+            1e-5,
+            NormMethod::Fused,
+        )
+        .unwrap();
+        let e = ErrorStats::of(&tw.decode(&y), &want);
+        assert!(
+            e.max_abs < 1e-3,
+            "group_norm (secret affine: {secret}): {e:?}"
+        );
+    }
+    let want = layer_norm_exact(&tw.decode(&xe), c, &gamma, &beta, 1e-5);
+    for secret in [false, true] {
+        let y = layer_norm(&tw, &xe, c, aff(secret), 1e-5, NormMethod::Fused).unwrap();
+        let e = ErrorStats::of(&tw.decode(&y), &want);
+        assert!(
+            e.max_abs < 1e-3,
+            "layer_norm (secret affine: {secret}): {e:?}"
+        );
+    }
+}
