@@ -20,7 +20,10 @@
 //! (2^-18) rounds to 0 at f = 18 (the `fused` method keeps 10 more bits, so eps = 1e-6 counts).
 //!
 //! Cost per element: `fused` GroupNorm 1 fma job, LayerNorm 2; `plain` 2 / 3; `pidm_scaled`
-//! 3 / 4. Per run: 1 dot product (fused) or nothing, 2 fma jobs, 1 rsqrt.
+//! 3 / 4. Per run: 1 dot product (fused) or nothing, 2 fma jobs, 1 rsqrt. Measured with fast
+//! truncation (bytes per element over the three parties): GroupNorm on 64 channels of 32 x 32 in
+//! 8 groups: fused 24.6, plain 48.2, pidm_scaled 56.2; LayerNorm on rows of 768: 49.5 / 68.4 /
+//! 76.4.
 
 use super::ops::{Coef, Fma, FxpOps, Result};
 use super::reciprocal::{rsqrt_scaled, Pow2Range};

@@ -14,7 +14,8 @@
 //!
 //! tanh(x) = 2 sigmoid(2x) - 1 (odd, saturates to +-1 beyond |x| = 4), max abs error 8e-4.
 //!
-//! Cost (sigmoid): 2 reduced-width comparisons, 3 selects, 8 fma rounds with 9 jobs.
+//! Cost (sigmoid): 2 reduced-width comparisons, 3 selects, 8 fma rounds with 9 jobs: 285.5 bytes
+//! per element over the three parties with fast truncation (tanh: 287.8), about 17 rounds.
 
 use super::ops::{FxpOps, Result, Threshold};
 use super::poly::ScaledPoly;
