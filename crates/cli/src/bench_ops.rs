@@ -189,7 +189,6 @@ fn write_json_atomically(path: &Path, records: &[JsonRecord<'_>]) -> Result<(), 
 }
 
 pub fn run(args: BenchOpsArgs) -> Result<(), Box<dyn Error>> {
-    crate::party::tune_allocator();
     let methods = methods(&args.method)?;
     let ops: Vec<Box<dyn BenchOp>> = args
         .ops

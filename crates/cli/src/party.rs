@@ -63,7 +63,6 @@ pub fn run(args: PartyArgs) -> Result<(), Box<dyn Error>> {
     if args.id >= PARTIES {
         return Err(format!("--id must be 0, 1 or 2, got {}", args.id).into());
     }
-    tune_allocator();
     let cfg = PartiesConfig::load(&args.config)?;
     let server = PartyServer::bind(&cfg, args.id)?;
     let mesh = Arc::new(TcpMesh::connect(&cfg, args.id)?);
@@ -150,16 +149,4 @@ fn serve_bench(party: &mut Party, link: &RoleLink, job: &Job) -> Result<(), Box<
     })?))?;
     link.send(last.expect("at least one run").to_bytes())?;
     Ok(())
-}
-
-/// Keep freed large buffers mapped for reuse. Protocols allocate and free tensors of many
-/// megabytes per round; with glibc's defaults each of them is a fresh mmap whose pages fault in
-/// again (about half the CPU time of a 1M-element multiplication went to the kernel).
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator thresholds; called before the heavy work starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-    }
 }

@@ -10,17 +10,19 @@
 //! With x and y shared as (x_i, x_{i+1}), P_i computes z_i = x_i y_i + x_i y_{i+1} + x_{i+1} y_i
 //! (for matrices: x_i (y_i + y_{i+1}) + x_{i+1} y_i, one GEMM over a doubled inner dimension).
 //! The z_i are a 3-out-of-3 sharing of xy. Adding a zero-share α_i (from the PRF keys) makes each
-//! z_i + α_i uniformly random to anyone but P_i, so it can be sent.
+//! z_i + α_i uniformly random to anyone but P_i, so it can be sent (the raw product re-shares
+//! that way; the truncating ones use the masks below).
 //!
 //! # Truncation: the split
-//! Both methods split the product as z = B + A where B = z_0 + α_0 is known to R0 only and
-//! A = (z_1 + α_1) + (z_2 + α_2) to R1 and R2 (they swap their terms). B is uniform to R1 and R2
-//! (α_0 contains F(k_0), unknown to R1, and F(k_1), unknown to R2), so A reveals nothing to them.
-//! R0 shifts B down, R1 and R2 shift A down, and R0 re-splits its part as (t0 - δ, δ) with δ
-//! drawn from the key R0 shares with R1; the result is a replicated sharing
-//! (c_0, c_1, c_2) = (t0 - δ, δ, ceil(A / 2^d)), reached in a *single* round in which every party
-//! sends one ring element. This is the cheapest sound fused multiply-truncate we know of: the
-//! same cost as the multiplication alone.
+//! Both methods split the product as z = B + A with B = z_0 + t - s known to R0 only and
+//! A = (z_1 + s) + (z_2 - t) known to R1 and R2 (they swap their terms), where s is drawn from
+//! the key of R0 and R1 and t from the key of R0 and R2 (masks that sum to zero, one draw less
+//! at R1 and R2 than a generic zero-share). B is uniform to R1 (t unknown) and to R2 (s
+//! unknown), so A reveals nothing to them. R0 shifts B down, R1 and R2 shift A down, and R0
+//! re-splits its part as (t0 - δ, δ) with δ drawn from the key R0 shares with R1; the result is a
+//! replicated sharing (c_0, c_1, c_2) = (t0 - δ, δ, ceil(A / 2^d)), reached in a *single* round
+//! in which every party sends one ring element. This is the cheapest sound fused
+//! multiply-truncate we know of: the same cost as the multiplication alone.
 //!
 //! ## Fast (`TruncMethod::Fast`)
 //! floor(B / 2^d) + ceil(A / 2^d) (signed) is floor(z / 2^d) or that + 1 unless B + A overflows
@@ -46,11 +48,11 @@
 //!
 //! What is opened and why it is safe, per party (all masks are fresh PRF outputs of a key the
 //! receiver does not hold):
-//! - R1 receives z_2 + α_2 (masked by F(k_0) inside α_2), R0's OT pair (masked by pads of the
-//!   key of R0 and R2), and the pad of its own index, which unmasks m = A63 B63 - ζ0 - ζ1, masked
-//!   by ζ0. The other OT message stays padded.
-//! - R2 receives z_1 + α_1 (masked by F(k_1)), t0 - δ (masked by δ), the OT pair (pads of the key
-//!   of R0 and R1), and the pad of its index, which unmasks m, masked by ζ1.
+//! - R1 receives z_2 - t (masked by t), R0's OT pair (masked by pads of the key of R0 and R2),
+//!   and the pad of its own index, which unmasks m = A63 B63 - ζ0 - ζ1, masked by ζ0. The other
+//!   OT message stays padded.
+//! - R2 receives z_1 + s (masked by s), t0 - δ (masked by δ), the OT pair (pads of the key of R0
+//!   and R1), and the pad of its index, which unmasks m, masked by ζ1.
 //! - R0 receives nothing.
 
 use rayon::prelude::*;
@@ -69,8 +71,9 @@ use crate::wire::{
 // PRF purposes inside one arithmetic protocol invocation.
 const P_ZERO: u32 = 0;
 const P_DELTA: u32 = 1;
-const P_ZETA: u32 = 2;
-const P_PAD: u32 = 3; // and P_PAD + 1
+/// The d-bit values of the robust correction: two OT pads and ζ (three purposes if 3d > 64).
+const P_NARROW: u32 = 2;
+const P_MASK: u32 = 6;
 
 /// Elements above which local elementwise work is split across the cores.
 const PAR_MIN: usize = 1 << 15;
@@ -206,6 +209,23 @@ fn ot_messages(
     out
 }
 
+/// The two OT pads and ζ that the holders of relative component `comp` share, as d-bit values:
+/// one PRF word gives all three when 3d <= 64.
+fn narrow3(cx: &Ctx<'_>, comp: usize, n: usize, d: u32) -> [Vec<u64>; 3] {
+    let mask = (1u64 << d) - 1;
+    if 3 * d <= 64 {
+        let w = cx.draw_comp(comp, P_NARROW, n);
+        [0, 1, 2].map(|k| w.iter().map(|v| (v >> (k * d)) & mask).collect())
+    } else {
+        [0, 1, 2].map(|k| {
+            cx.draw_comp(comp, P_NARROW + k, n)
+                .into_iter()
+                .map(|v| v & mask)
+                .collect()
+        })
+    }
+}
+
 /// `v[i] = f(v[i], i)` over a slice, on all cores for long slices.
 fn update(v: &mut [u64], f: impl Fn(u64, usize) -> u64 + Sync) {
     if v.len() >= PAR_MIN {
@@ -229,9 +249,9 @@ impl Party {
         trunc: Option<(TruncMethod, u32)>,
     ) -> Result<AShare> {
         let n = z.len();
-        cx.add_zero_share(P_ZERO, &mut z);
         let me = cx.id();
         let Some((method, d)) = trunc else {
+            cx.add_zero_share(P_ZERO, &mut z);
             // Plain reshare: send z_i + α_i to P_{i-1}, receive z_{i+1} + α_{i+1} from P_{i+1}.
             let (prev, next) = ((me + 2) % 3, (me + 1) % 3);
             cx.send_abs(prev, encode_words(&z))?;
@@ -243,8 +263,20 @@ impl Party {
             ));
         };
         check_trunc_bits(cx.label, d)?;
+        // Masks that sum to zero: B = z_0 + t - s at R0, z_1 + s at R1, z_2 - t at R2, with s
+        // shared by R0 and R1 and t by R0 and R2 (see the module docs).
+        let (s_key, t_key) = (cx.abs(1), cx.abs(0));
+        let prf = |comp| cx.party.comp_prf(comp);
+        match cx.role() {
+            0 => {
+                prf(t_key).add_into(cx.nonce, P_MASK, &mut z, false);
+                prf(s_key).add_into(cx.nonce, P_MASK, &mut z, true);
+            }
+            1 => prf(s_key).add_into(cx.nonce, P_MASK, &mut z, false),
+            _ => prf(t_key).add_into(cx.nonce, P_MASK, &mut z, true),
+        }
         if cx.role() != 0 {
-            // R1 and R2 swap their terms of A = (z_1 + α_1) + (z_2 + α_2).
+            // R1 and R2 swap their terms of A = (z_1 + s) + (z_2 - t).
             let other = 3 - cx.role();
             cx.send(other, encode_words(&z))?;
             let theirs = cx.recv(other)?;
@@ -290,19 +322,22 @@ impl Party {
                     tensor(shape, delta)?,
                 ));
             }
-            let zeta0 = cx.draw_comp(0, P_ZETA, n);
-            let zeta1 = cx.draw_comp(1, P_ZETA, n);
-            let msgs = |comp: usize| {
-                let (p0, p1) = (
-                    cx.draw_comp(comp, P_PAD, n),
-                    cx.draw_comp(comp, P_PAD + 1, n),
-                );
-                ot_messages(&bits, &zeta0, &zeta1, &p0, &p1, d)
-            };
+            // Pads of R1's OT and ζ0 from the key shared with R2; pads of R2's OT and ζ1 from
+            // the key shared with R1.
+            let [p0_r1, p1_r1, zeta0] = narrow3(cx, 0, n, d);
+            let [p0_r2, p1_r2, zeta1] = narrow3(cx, 1, n, d);
             let mut m1 = Vec::with_capacity(packed_len(2 * n, d));
-            pack_bits(&mut m1, &msgs(0), d);
+            pack_bits(
+                &mut m1,
+                &ot_messages(&bits, &zeta0, &zeta1, &p0_r1, &p1_r1, d),
+                d,
+            );
             cx.send(1, m1)?;
-            pack_bits(&mut to_r2, &msgs(1), d);
+            pack_bits(
+                &mut to_r2,
+                &ot_messages(&bits, &zeta0, &zeta1, &p0_r2, &p1_r2, d),
+                d,
+            );
             cx.send(2, to_r2)?;
             update(&mut v, |e, i| e.wrapping_add((zeta0[i] & mask) << k_shift));
             update(&mut delta, |e, i| {
@@ -333,8 +368,7 @@ impl Party {
         }
         // Robust: reveal to the other the pad of my index a = A63 (pads of the key I share with
         // R0), take R0's OT pair and the other's pad for me.
-        let mut my_pad = cx.draw_comp(r0_comp, P_PAD, n);
-        let pad1 = cx.draw_comp(r0_comp, P_PAD + 1, n);
+        let [mut my_pad, pad1, zeta] = narrow3(cx, r0_comp, n, d);
         update(
             &mut my_pad,
             |p0, i| if choice[i] == 1 { pad1[i] } else { p0 },
@@ -358,7 +392,6 @@ impl Party {
             let m = msg.wrapping_sub(their_pad[i]) & mask;
             c.wrapping_add(m << k_shift).wrapping_sub(offset)
         });
-        let zeta = cx.draw_comp(r0_comp, P_ZETA, n);
         let mut c_r0 = if role == 1 {
             cx.draw_comp(1, P_DELTA, n)
         } else {

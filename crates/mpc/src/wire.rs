@@ -81,26 +81,28 @@ pub fn pack_bits(buf: &mut Vec<u8>, vals: &[u64], width: u32) {
     if width == 64 {
         return push_words(buf, vals);
     }
-    let start = buf.len();
-    buf.resize(start + packed_len(vals.len(), width), 0);
-    let out = &mut buf[start..];
     let mask = (1u64 << width) - 1;
-    let mut acc: u128 = 0;
-    let mut nbits = 0u32;
-    let mut pos = 0;
+    let nbytes = packed_len(vals.len(), width);
+    let mut words = Vec::with_capacity(nbytes.div_ceil(8));
+    let mut acc = 0u64;
+    let mut fill = 0u32; // bits of `acc` in use
     for &v in vals {
-        acc |= ((v & mask) as u128) << nbits;
-        nbits += width;
-        while nbits >= 8 {
-            out[pos] = acc as u8;
-            pos += 1;
-            acc >>= 8;
-            nbits -= 8;
+        let v = v & mask;
+        acc |= v << fill;
+        fill += width;
+        if fill >= 64 {
+            words.push(acc);
+            fill -= 64;
+            // The bits of v that did not fit (none if v ended exactly at the word boundary).
+            acc = if fill == 0 { 0 } else { v >> (width - fill) };
         }
     }
-    if nbits > 0 {
-        out[pos] = acc as u8;
+    if fill > 0 {
+        words.push(acc);
     }
+    let start = buf.len();
+    push_words(buf, &words);
+    buf.truncate(start + nbytes);
 }
 
 pub fn unpack_bits(
@@ -122,18 +124,35 @@ pub fn unpack_bits(
         return decode_words(protocol, from, bytes, n);
     }
     let mask = (1u64 << width) - 1;
-    let mut out = Vec::with_capacity(n);
-    let mut acc: u128 = 0;
-    let mut nbits = 0u32;
-    let mut it = bytes.iter();
-    for _ in 0..n {
-        while nbits < width {
-            acc |= (*it.next().expect("length checked") as u128) << nbits;
-            nbits += 8;
+    let full = bytes.len() / 8;
+    let word = |i: usize| -> u64 {
+        if i < full {
+            word_at(bytes, i)
+        } else {
+            let mut b = [0u8; 8];
+            let tail = &bytes[(8 * i).min(bytes.len())..];
+            b[..tail.len()].copy_from_slice(tail);
+            u64::from_le_bytes(b)
         }
-        out.push((acc as u64) & mask);
-        acc >>= width;
-        nbits -= width;
+    };
+    let mut out = Vec::with_capacity(n);
+    let mut wi = 0;
+    let mut cur = if n > 0 { word(0) } else { 0 };
+    let mut used = 0u32; // bits of `cur` consumed
+    for _ in 0..n {
+        let mut v = cur >> used;
+        let avail = 64 - used;
+        if width >= avail {
+            wi += 1;
+            cur = word(wi);
+            if width > avail {
+                v |= cur << avail;
+            }
+            used = width - avail;
+        } else {
+            used += width;
+        }
+        out.push(v & mask);
     }
     Ok(out)
 }
