@@ -64,8 +64,7 @@ use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
 use crate::party::{Ctx, Party};
 use crate::wire::{
-    check_words, decode_words, encode_words, pack_bits, packed_len, split_frame, unpack_bits,
-    word_at,
+    check_words, decode_words, encode_words, pack_iter, packed_len, split_frame, word_at, BitReader,
 };
 
 // PRF purposes inside one arithmetic protocol invocation.
@@ -187,43 +186,51 @@ fn check_trunc_bits(label: &'static str, d: u32) -> Result<()> {
     Ok(())
 }
 
-/// The d-bit OT messages R0 sends for the robust correction: (m_0 + pad_0, m_1 + pad_1) where
-/// m_a = a * b - ζ0 - ζ1 (mod 2^d).
-fn ot_messages(
-    b: &[u64],
-    zeta0: &[u64],
-    zeta1: &[u64],
-    pad0: &[u64],
-    pad1: &[u64],
+/// The d-bit values of the robust correction that the holders of one relative component share:
+/// two OT pads and ζ. One PRF word gives all three when 3d <= 64.
+struct Narrow {
+    words: Vec<Vec<u64>>,
     d: u32,
-) -> Vec<u64> {
-    let mask = (1u64 << d) - 1;
-    let n = b.len();
-    let mut out = vec![0u64; 2 * n];
-    for i in 0..n {
-        let m0 = zeta0[i].wrapping_add(zeta1[i]).wrapping_neg();
-        let m1 = m0.wrapping_add(b[i]);
-        out[i] = m0.wrapping_add(pad0[i]) & mask;
-        out[n + i] = m1.wrapping_add(pad1[i]) & mask;
-    }
-    out
+    mask: u64,
 }
 
-/// The two OT pads and ζ that the holders of relative component `comp` share, as d-bit values:
-/// one PRF word gives all three when 3d <= 64.
-fn narrow3(cx: &Ctx<'_>, comp: usize, n: usize, d: u32) -> [Vec<u64>; 3] {
-    let mask = (1u64 << d) - 1;
-    if 3 * d <= 64 {
-        let w = cx.draw_comp(comp, P_NARROW, n);
-        [0, 1, 2].map(|k| w.iter().map(|v| (v >> (k * d)) & mask).collect())
-    } else {
-        [0, 1, 2].map(|k| {
-            cx.draw_comp(comp, P_NARROW + k, n)
-                .into_iter()
-                .map(|v| v & mask)
+impl Narrow {
+    fn draw(cx: &Ctx<'_>, comp: usize, n: usize, d: u32) -> Narrow {
+        let words = if 3 * d <= 64 {
+            vec![cx.draw_comp(comp, P_NARROW, n)]
+        } else {
+            (0..3)
+                .map(|k| cx.draw_comp(comp, P_NARROW + k, n))
                 .collect()
-        })
+        };
+        Narrow {
+            words,
+            d,
+            mask: (1u64 << d) - 1,
+        }
     }
+    /// Field k of element i: pad 0, pad 1, ζ for k = 0, 1, 2.
+    #[inline]
+    fn get(&self, i: usize, k: usize) -> u64 {
+        if self.words.len() == 1 {
+            (self.words[0][i] >> (k as u32 * self.d)) & self.mask
+        } else {
+            self.words[k][i] & self.mask
+        }
+    }
+}
+
+/// Append R0's OT pair for one receiver: the n messages m_0 + pad_0 then the n messages
+/// m_1 + pad_1, where m_a = a B63 - ζ0 - ζ1 (mod 2^d) and the pads come from `pads`.
+fn push_ot_pair(buf: &mut Vec<u8>, bits: &[u8], z0: &Narrow, z1: &Narrow, pads: &Narrow, d: u32) {
+    let n = bits.len();
+    let msg = |j: usize| {
+        let (i, a) = (j % n, j / n);
+        let m = (z0.get(i, 2).wrapping_add(z1.get(i, 2))).wrapping_neg();
+        m.wrapping_add(a as u64 * bits[i] as u64)
+            .wrapping_add(pads.get(i, a))
+    };
+    pack_iter(buf, (0..2 * n).map(msg), 2 * n, d);
 }
 
 /// `v[i] = f(v[i], i)` over a slice, on all cores for long slices.
@@ -304,8 +311,10 @@ impl Party {
         if role == 0 {
             let off = if robust { 1u64 << 62 } else { 0 };
             let mut delta = cx.draw_comp(1, P_DELTA, n);
-            let bits: Vec<u64> = if robust {
-                v.iter().map(|b| b.wrapping_add(off) >> 63).collect()
+            let bits: Vec<u8> = if robust {
+                v.iter()
+                    .map(|b| (b.wrapping_add(off) >> 63) as u8)
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -324,25 +333,15 @@ impl Party {
             }
             // Pads of R1's OT and ζ0 from the key shared with R2; pads of R2's OT and ζ1 from
             // the key shared with R1.
-            let [p0_r1, p1_r1, zeta0] = narrow3(cx, 0, n, d);
-            let [p0_r2, p1_r2, zeta1] = narrow3(cx, 1, n, d);
+            let w0 = Narrow::draw(cx, 0, n, d);
+            let w1 = Narrow::draw(cx, 1, n, d);
             let mut m1 = Vec::with_capacity(packed_len(2 * n, d));
-            pack_bits(
-                &mut m1,
-                &ot_messages(&bits, &zeta0, &zeta1, &p0_r1, &p1_r1, d),
-                d,
-            );
+            push_ot_pair(&mut m1, &bits, &w0, &w1, &w0, d);
             cx.send(1, m1)?;
-            pack_bits(
-                &mut to_r2,
-                &ot_messages(&bits, &zeta0, &zeta1, &p0_r2, &p1_r2, d),
-                d,
-            );
+            push_ot_pair(&mut to_r2, &bits, &w0, &w1, &w1, d);
             cx.send(2, to_r2)?;
-            update(&mut v, |e, i| e.wrapping_add((zeta0[i] & mask) << k_shift));
-            update(&mut delta, |e, i| {
-                e.wrapping_add((zeta1[i] & mask) << k_shift)
-            });
+            update(&mut v, |e, i| e.wrapping_add(w0.get(i, 2) << k_shift));
+            update(&mut delta, |e, i| e.wrapping_add(w1.get(i, 2) << k_shift));
             return Ok(AShare::new_unchecked(
                 me,
                 tensor(shape, v)?,
@@ -368,14 +367,14 @@ impl Party {
         }
         // Robust: reveal to the other the pad of my index a = A63 (pads of the key I share with
         // R0), take R0's OT pair and the other's pad for me.
-        let [mut my_pad, pad1, zeta] = narrow3(cx, r0_comp, n, d);
-        update(
-            &mut my_pad,
-            |p0, i| if choice[i] == 1 { pad1[i] } else { p0 },
-        );
-        drop(pad1);
+        let narrow = Narrow::draw(cx, r0_comp, n, d);
         let mut pm = Vec::with_capacity(packed_len(n, d));
-        pack_bits(&mut pm, &my_pad, d);
+        pack_iter(
+            &mut pm,
+            (0..n).map(|i| narrow.get(i, choice[i] as usize)),
+            n,
+            d,
+        );
         cx.send(other, pm)?;
         let frame = cx.recv(0)?;
         let parts = split_frame(
@@ -384,21 +383,34 @@ impl Party {
             &frame,
             &[r0_extra, packed_len(2 * n, d)],
         )?;
-        let pair = unpack_bits(cx.label, cx.abs(0), parts[1], 2 * n, d)?;
-        let their_pad = unpack_bits(cx.label, cx.abs(other), &cx.recv(other)?, n, d)?;
+        let their = cx.recv(other)?;
+        if their.len() != packed_len(n, d) {
+            return Err(MpcError::BadMessage {
+                protocol: cx.label,
+                from: cx.abs(other),
+                expected: packed_len(n, d),
+                got: their.len(),
+            });
+        }
+        let (mut msg0, mut msg1) = (
+            BitReader::new(parts[1], d, 0),
+            BitReader::new(parts[1], d, n * d as usize),
+        );
+        let mut pad = BitReader::new(&their, d, 0);
         let offset = 1u64 << (62 - d);
-        update(&mut v, |c, i| {
-            let msg = if choice[i] == 1 { pair[n + i] } else { pair[i] };
-            let m = msg.wrapping_sub(their_pad[i]) & mask;
-            c.wrapping_add(m << k_shift).wrapping_sub(offset)
-        });
+        for (i, c) in v.iter_mut().enumerate() {
+            let (m0, m1) = (msg0.read(), msg1.read());
+            let msg = if choice[i] == 1 { m1 } else { m0 };
+            let m = msg.wrapping_sub(pad.read()) & mask;
+            *c = c.wrapping_add(m << k_shift).wrapping_sub(offset);
+        }
         let mut c_r0 = if role == 1 {
             cx.draw_comp(1, P_DELTA, n)
         } else {
             decode_words(cx.label, cx.abs(0), parts[0], n)?
         };
         update(&mut c_r0, |e, i| {
-            e.wrapping_add((zeta[i] & mask) << k_shift)
+            e.wrapping_add(narrow.get(i, 2) << k_shift)
         });
         self.assemble(me, role, shape, c_r0, v)
     }

@@ -77,16 +77,25 @@ pub fn packed_len(n: usize, width: u32) -> usize {
 
 /// Pack the low `width` bits of each value, LSB first, densely.
 pub fn pack_bits(buf: &mut Vec<u8>, vals: &[u64], width: u32) {
-    assert!((1..=64).contains(&width));
     if width == 64 {
         return push_words(buf, vals);
     }
-    let mask = (1u64 << width) - 1;
-    let nbytes = packed_len(vals.len(), width);
+    pack_iter(buf, vals.iter().copied(), vals.len(), width)
+}
+
+/// [`pack_bits`] of `n` values from an iterator (no intermediate vector).
+pub fn pack_iter(buf: &mut Vec<u8>, vals: impl Iterator<Item = u64>, n: usize, width: u32) {
+    assert!((1..=64).contains(&width));
+    let mask = if width == 64 {
+        u64::MAX
+    } else {
+        (1u64 << width) - 1
+    };
+    let nbytes = packed_len(n, width);
     let mut words = Vec::with_capacity(nbytes.div_ceil(8));
     let mut acc = 0u64;
     let mut fill = 0u32; // bits of `acc` in use
-    for &v in vals {
+    for v in vals.take(n) {
         let v = v & mask;
         acc |= v << fill;
         fill += width;
@@ -103,6 +112,64 @@ pub fn pack_bits(buf: &mut Vec<u8>, vals: &[u64], width: u32) {
     let start = buf.len();
     push_words(buf, &words);
     buf.truncate(start + nbytes);
+}
+
+/// Reads `width`-bit values packed by [`pack_bits`], in order, from any bit offset. The caller
+/// has checked the buffer's length; reads past its end yield zero bits.
+pub struct BitReader<'a> {
+    bytes: &'a [u8],
+    width: u32,
+    mask: u64,
+    word: usize,
+    cur: u64,
+    used: u32,
+}
+
+impl<'a> BitReader<'a> {
+    pub fn new(bytes: &'a [u8], width: u32, start_bit: usize) -> Self {
+        let mut r = BitReader {
+            bytes,
+            width,
+            mask: if width == 64 {
+                u64::MAX
+            } else {
+                (1u64 << width) - 1
+            },
+            word: start_bit / 64,
+            cur: 0,
+            used: (start_bit % 64) as u32,
+        };
+        r.cur = r.load(r.word);
+        r
+    }
+
+    fn load(&self, i: usize) -> u64 {
+        if 8 * i + 8 <= self.bytes.len() {
+            word_at(self.bytes, i)
+        } else {
+            let mut b = [0u8; 8];
+            let tail = &self.bytes[(8 * i).min(self.bytes.len())..];
+            b[..tail.len()].copy_from_slice(tail);
+            u64::from_le_bytes(b)
+        }
+    }
+
+    #[inline]
+    pub fn read(&mut self) -> u64 {
+        let mut v = self.cur >> self.used;
+        let avail = 64 - self.used;
+        if self.width >= avail {
+            self.word += 1;
+            self.cur = self.load(self.word);
+            if self.width > avail {
+                v |= self.cur << avail;
+            }
+            self.used = self.width - avail;
+        } else {
+            self.used += self.width;
+        }
+        v & self.mask
+    }
 }
 
 pub fn unpack_bits(
@@ -123,38 +190,8 @@ pub fn unpack_bits(
     if width == 64 {
         return decode_words(protocol, from, bytes, n);
     }
-    let mask = (1u64 << width) - 1;
-    let full = bytes.len() / 8;
-    let word = |i: usize| -> u64 {
-        if i < full {
-            word_at(bytes, i)
-        } else {
-            let mut b = [0u8; 8];
-            let tail = &bytes[(8 * i).min(bytes.len())..];
-            b[..tail.len()].copy_from_slice(tail);
-            u64::from_le_bytes(b)
-        }
-    };
-    let mut out = Vec::with_capacity(n);
-    let mut wi = 0;
-    let mut cur = if n > 0 { word(0) } else { 0 };
-    let mut used = 0u32; // bits of `cur` consumed
-    for _ in 0..n {
-        let mut v = cur >> used;
-        let avail = 64 - used;
-        if width >= avail {
-            wi += 1;
-            cur = word(wi);
-            if width > avail {
-                v |= cur << avail;
-            }
-            used = width - avail;
-        } else {
-            used += width;
-        }
-        out.push(v & mask);
-    }
-    Ok(out)
+    let mut r = BitReader::new(bytes, width, 0);
+    Ok((0..n).map(|_| r.read()).collect())
 }
 
 /// Split a received frame into pieces of the given lengths, checking the total.
