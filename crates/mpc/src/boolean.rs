@@ -274,19 +274,26 @@ impl Party {
 
     /// Combine leaf groups into the group generate of all of them (see the module docs). `g`
     /// holds one plane per leaf, `p` one per leaf but the first (leaf 0 has no P).
-    fn carry_tree(&self, cx: &Ctx<'_>, mut g: Flat, mut p: Flat) -> Result<Flat> {
+    fn carry_tree(
+        &self,
+        cx: &Ctx<'_>,
+        mut g: Flat,
+        mut p: Flat,
+        mut p_base: usize,
+    ) -> Result<Flat> {
         let w = g.w;
         let mut level = 0u32;
         while g.planes() > 1 {
             let m = g.planes();
             let pairs_n = m / 2;
-            // Pair i combines lo = 2i and hi = 2i + 1; node j's P is plane j - 1 of `p`.
+            // Pair i combines lo = 2i and hi = 2i + 1; node j's P is plane j - 1 + p_base of `p`.
+            let pp = |j: usize| p.plane(j - 1 + p_base);
             let mut pairs = Vec::with_capacity(2 * pairs_n);
             for i in 0..pairs_n {
-                pairs.push((p.plane(2 * i), g.plane(2 * i)));
+                pairs.push((pp(2 * i + 1), g.plane(2 * i)));
             }
             for i in 1..pairs_n {
-                pairs.push((p.plane(2 * i), p.plane(2 * i - 1)));
+                pairs.push((pp(2 * i + 1), pp(2 * i)));
             }
             let r = self.and_batch(cx, P_LEVEL + level, w, &pairs)?;
             let mut ng = Flat::empty(w, pairs_n + 1);
@@ -299,10 +306,11 @@ impl Party {
             }
             if m % 2 == 1 {
                 ng.push(g.plane(m - 1));
-                np.push(p.plane(m - 2));
+                np.push(pp(m - 1));
             }
             g = ng;
             p = np;
+            p_base = 0;
             level += 1;
         }
         Ok(g)
@@ -321,15 +329,18 @@ impl Party {
         let n = x.len();
         let w = words_for(n);
         let (p, g) = self.adder_inputs(&cx, x, bits)?;
-        // Leaves 0..bits-1: G planes as they are, P planes 1..bits-2.
-        let leaf_p = Flat {
-            w,
-            mine: p.mine[w..(bits - 1) * w].to_vec(),
-            next: p.next[w..(bits - 1) * w].to_vec(),
-        };
-        let carry = self.carry_tree(&cx, g, leaf_p)?;
+        // Leaves 0..bits-1: G planes as they are; leaf j's P is plane j of `p` (p_base = 1).
         let mut top = Flat::empty(w, 1);
-        top.push_xor(p.plane(bits - 1), carry.plane(0));
+        let p_top = p.plane(bits - 1);
+        let (pm, pn) = (p_top.mine.to_vec(), p_top.next.to_vec());
+        let carry = self.carry_tree(&cx, g, p, 1)?;
+        top.push_xor(
+            PlaneRef {
+                mine: &pm,
+                next: &pn,
+            },
+            carry.plane(0),
+        );
         Ok(BShare::new_unchecked(cx.id(), 1, n, top.mine, top.next))
     }
 
@@ -361,6 +372,9 @@ impl Party {
 
     /// [x < c] for a public ring scalar c.
     pub fn less_than_scalar(&self, x: &AShare, c: u64) -> Result<BShare> {
+        if c == 0 {
+            return self.msb(x);
+        }
         self.msb(&x.add_scalar(c.wrapping_neg()))
     }
 
