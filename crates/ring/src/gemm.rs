@@ -15,9 +15,10 @@
 //!   limb products that land below 2^64 are formed, in three GEMMs of inner size k, 2k and 3k,
 //!   with k cut into blocks of 128 so that every sum stays below 2^53.
 //!
-//! Measured on the dev machine (2 cores, AVX-512 available), 256^3, one call, best of 5,
-//! `cargo test --release -p ring -- --ignored --nocapture compare_strategies`:
-//! see the numbers recorded next to [`gemm`].
+//! Measured on the dev machine (2 cores, AVX-512 available, shared with other builds), 256^3,
+//! best of 5, `cargo test --release -p ring@0.1.0 -- --ignored --nocapture compare_strategies`:
+//! integer kernel 5.4 ms (AVX-512) / 6.1 ms (AVX2) / 13.0 ms (portable) vs f64 limbs 7.5 ms at
+//! load ~4; at load ~20 the two were within 10% of each other (14.3 ms AVX2 vs 13.1 ms limbs).
 
 use rayon::prelude::*;
 
@@ -30,8 +31,8 @@ const PARALLEL_MIN_MACS: usize = 1 << 16;
 
 /// The wrapping product C = A B mod 2^64 (A: m x k, B: k x n, row-major).
 ///
-/// Strategy measured faster on this CPU (256^3, both cores): the integer kernel, about 3x faster
-/// than the f64-limb route with AVX2 and more with AVX-512 (see `compare_strategies`).
+/// Uses the integer kernel: 1.2x (AVX2) to 1.4x (AVX-512) faster than the f64-limb route in the
+/// quieter measurement above, no inner-dimension blocking for exactness, and no f64 copies.
 pub fn gemm(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
     gemm_int(a, b, m, k, n)
 }
