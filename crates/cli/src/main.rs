@@ -8,6 +8,8 @@ mod bench_plain;
 mod cli_error;
 mod generate;
 #[cfg(feature = "he")]
+mod he_audit;
+#[cfg(feature = "he")]
 mod he_bench;
 #[cfg(feature = "he")]
 mod he_generate;
@@ -34,6 +36,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Leakage audits: what the servers can reconstruct from what they receive.
+    Audit {
+        #[command(subcommand)]
+        target: AuditTarget,
+    },
     /// Benchmarks that print ratios measured side by side.
     Bench {
         #[command(subcommand)]
@@ -50,6 +57,14 @@ enum Command {
     Keygen(keygen::KeygenArgs),
     /// Run one computing party (MPC mode) as its own process, serving jobs from a driver.
     Party(party::PartyArgs),
+}
+
+#[derive(Subcommand)]
+enum AuditTarget {
+    /// HE mode: reconstruct x_t and x_0 from the split features, the plaintext part and the
+    /// predicted noise; PSNR/SSIM per split point and threshold (GPL build).
+    #[cfg(feature = "he")]
+    He(he_audit::AuditHeArgs),
 }
 
 #[derive(Subcommand)]
@@ -70,6 +85,10 @@ fn main() -> std::process::ExitCode {
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Generate(args) => generate::run(args).map_err(Into::into),
         Command::Info(args) => info::run(args).map_err(Into::into),
+        Command::Audit { target } => match target {
+            #[cfg(feature = "he")]
+            AuditTarget::He(args) => he_audit::run(args),
+        },
         Command::Bench { target } => match target {
             BenchTarget::Plain(args) => bench_plain::run(args).map_err(Into::into),
             BenchTarget::Ops(args) => bench_ops::run(args),

@@ -96,3 +96,51 @@ fn bad_he_input_is_a_clear_error_without_output() {
         assert!(!png.exists(), "{extra:?} wrote an output");
     }
 }
+
+#[test]
+fn audit_writes_its_table_json_and_strip() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("audit.json");
+    let png = dir.path().join("audit.png");
+    let out = secdiff(&[
+        "audit",
+        "he",
+        "--labels",
+        "1",
+        "--steps",
+        "3",
+        "--splits",
+        "init_conv",
+        "--thresholds",
+        "0.01,0.2",
+        "--json",
+        json.to_str().unwrap(),
+        "--png",
+        png.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let records = records.as_array().unwrap();
+    // features, plaintext part at 0.01, noise rollout; plaintext part at 0.2.
+    assert_eq!(records.len(), 4);
+    let features = &records[0];
+    assert_eq!(features["source"], "features (all sent)");
+    assert!(features["psnr_x_t"].as_f64().unwrap() > 40.0, "{features}");
+    assert!(features["ssim_x_0"].as_f64().unwrap() > 0.99, "{features}");
+    let plain_small = records[1]["plain_fraction"].as_f64().unwrap();
+    let plain_large = records[3]["plain_fraction"].as_f64().unwrap();
+    assert!(plain_small < plain_large, "{plain_small} vs {plain_large}");
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let info = decoder.read_info().unwrap().info().clone();
+    // 7 tiles of 28 with 2-pixel gaps, one row.
+    assert_eq!((info.width, info.height), (7 * 30 + 2, 32));
+
+    let bad = secdiff(&["audit", "he", "--splits", "ups_1", "--steps", "2"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("unknown split point `ups_1`"),
+        "{}",
+        stderr(&bad)
+    );
+}

@@ -189,8 +189,13 @@ pub fn gauss_newton(f: Batched, h: &[f32], x0: &[f32], iters: usize) -> Result<(
     };
     let mut x = x0.to_vec();
     let mut cost = residual(&x)?;
+    // Converged when the residual is at the level of f32 rounding of the observation.
+    let floor = 1e-12 * h.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
     let mut lambda = 1e-3;
     for _ in 0..iters {
+        if cost <= floor {
+            break;
+        }
         let (fx, jac) = jacobian(f, &x)?;
         if fx.len() != h.len() {
             return Err(Error::shape(
