@@ -16,8 +16,9 @@ use crate::error::{Error, Result};
 const MAGIC: &[u8; 4] = b"SDHE";
 pub const PROTOCOL_VERSION: u16 = 1;
 const HEADER_LEN: usize = 4 + 2 + 1 + 4 + 8;
-/// No message of this protocol comes close (a 4x64x64 step is ~2 MB); a larger length is garbage.
-pub const MAX_PAYLOAD: u64 = 1 << 30;
+/// Far above any message of this protocol (a 4x64x64 step is ~2 MB, a batch of 256 MNIST latents
+/// ~30 MB); a larger length is garbage or an attempt to make the peer allocate.
+pub const MAX_PAYLOAD: u64 = 256 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
