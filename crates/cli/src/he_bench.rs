@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
-use crate::he_util::{linear_alpha_bars, write_atomic, CliResult};
+use crate::he_util::{write_atomic, CliResult};
 
 #[derive(Args, Debug)]
 pub struct BenchHeArgs {
@@ -41,9 +41,16 @@ pub fn run(args: BenchHeArgs) -> CliResult {
     let preset = Preset::parse(&args.preset)?;
     let ctx = CkksContext::from_preset(preset)?;
     let keys = ClientKeys::generate(&ctx)?;
-    // The DDIM-50 step from t = 981 to t = 961 on the 1000-step linear schedule.
-    let abar = linear_alpha_bars(1000);
-    let coeff = StepCoefficients::ddim(abar[981], abar[961]);
+    // The DDIM-50 step from t = 981 to t = 961 on the 1000-step linear schedule (cipherdm-mnist's
+    // and SD's).
+    let schedule = diffusion::BetaSchedule::Linear {
+        timesteps: 1000,
+        beta_start: 1e-4,
+        beta_end: 0.02,
+    }
+    .build()?;
+    let abar = |t: usize| schedule.alpha_bars[t] as f64;
+    let coeff = StepCoefficients::ddim(abar(981), abar(961));
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut gaussian =
         |n: usize| -> Vec<f32> { (0..n).map(|_| rng.sample(StandardNormal)).collect() };

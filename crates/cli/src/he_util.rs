@@ -5,19 +5,6 @@ use std::path::Path;
 
 pub type CliResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
-/// alpha-bar_t of the 1000-step linear schedule (betas 1e-4 to 0.02), the schedule of the
-/// cipherdm-mnist model and of SD.
-pub fn linear_alpha_bars(steps: usize) -> Vec<f64> {
-    let mut abar = Vec::with_capacity(steps);
-    let mut prod = 1.0;
-    for i in 0..steps {
-        let beta = 1e-4 + (0.02 - 1e-4) * i as f64 / (steps - 1) as f64;
-        prod *= 1.0 - beta;
-        abar.push(prod);
-    }
-    abar
-}
-
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// crash never leaves a half-written file behind.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> CliResult {
