@@ -22,6 +22,7 @@ mod keygen;
 mod output;
 mod party;
 mod report;
+mod train;
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +58,8 @@ enum Command {
     Keygen(keygen::KeygenArgs),
     /// Run one computing party (MPC mode) as its own process, serving jobs from a driver.
     Party(party::PartyArgs),
+    /// Train a part of a model (needs the `train` feature).
+    Train(train::TrainArgs),
 }
 
 #[derive(Subcommand)]
@@ -100,6 +103,7 @@ fn main() -> std::process::ExitCode {
         Command::Party(args) => party::run(args),
         #[cfg(feature = "he")]
         Command::HeServer(args) => he_server::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod error;
 pub mod plain;
+pub mod sd;
 
 pub use backend::{Backend, ConvSpec, Padding, ParamSource};
 pub use error::{Error, Result};
