@@ -26,3 +26,6 @@ pub use config::{
 };
 pub use tokenizer::WordTokenizer;
 pub use unet_2d_condition::UNet2DConditionModel;
+
+#[cfg(test)]
+mod tests;

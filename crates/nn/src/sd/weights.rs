@@ -51,6 +51,15 @@ pub fn to_internal(
     Ok(data)
 }
 
+/// The file-layout shape of a parameter with internal shape `shape`.
+pub fn file_shape(name: &str, shape: &[usize]) -> Vec<usize> {
+    if is_linear_weight(name, shape) {
+        vec![shape[1], shape[0]]
+    } else {
+        shape.to_vec()
+    }
+}
+
 /// A tensor in the internal layout converted to the file's layout: (shape, data).
 pub fn to_file(name: &str, shape: &[usize], data: &[f32]) -> (Vec<usize>, Vec<f32>) {
     if is_linear_weight(name, shape) {
