@@ -48,12 +48,12 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<FitReport> {
         digits.len()
     );
     let h = &cfg.autoencoder;
-    let n = h.hyper.batch_size;
+    let n = h.batch_size;
     let files = RunFiles::new(out, "autoencoder");
     let (report, ema) = fit(
         "autoencoder",
         &params,
-        &h.hyper,
+        h,
         cfg.seed,
         &files,
         resume,

@@ -71,12 +71,12 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<(FitReport, 
         digits.len()
     );
     let h = &cfg.classifier;
-    let n = h.hyper.batch_size;
+    let n = h.batch_size;
     let files = RunFiles::new(out, "classifier");
     let (report, ema) = fit(
         "classifier",
         &params,
-        &h.hyper,
+        h,
         cfg.seed.wrapping_add(2),
         &files,
         resume,

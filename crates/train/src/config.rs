@@ -27,6 +27,29 @@ pub struct Hyper {
     pub grad_clip: f64,
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
+    /// Autoencoder: weight of the KL term against the per-pixel L1 reconstruction loss.
+    #[serde(default = "default_kl_weight")]
+    pub kl_weight: f64,
+    /// U-Net: fraction of training prompts replaced by the empty prompt (classifier-free
+    /// guidance).
+    #[serde(default = "default_empty_prompt_fraction")]
+    pub empty_prompt_fraction: f64,
+    /// U-Net: samples per digit in the preview grid drawn after training (0: none).
+    #[serde(default = "default_preview")]
+    pub preview_per_digit: usize,
+    /// Classifier: random translation of training digits by up to this many pixels.
+    #[serde(default)]
+    pub max_shift: usize,
+}
+
+fn default_kl_weight() -> f64 {
+    1e-4
+}
+fn default_empty_prompt_fraction() -> f64 {
+    0.1
+}
+fn default_preview() -> usize {
+    8
 }
 
 fn default_warmup() -> usize {
@@ -54,13 +77,16 @@ impl Hyper {
             && (0.0..1.0).contains(&self.ema_decay)
             && (0.0..=1.0).contains(&self.min_lr_ratio)
             && self.checkpoint_every > 0
-            && self.grad_clip > 0.0;
+            && self.grad_clip > 0.0
+            && self.kl_weight >= 0.0
+            && (0.0..1.0).contains(&self.empty_prompt_fraction);
         if ok {
             Ok(())
         } else {
             Err(Error::Config(format!(
                 "[{part}]: need steps, batch_size, checkpoint_every > 0, lr > 0, \
-                 0 <= ema_decay < 1, 0 <= min_lr_ratio <= 1, grad_clip > 0; got {self:?}"
+                 0 <= ema_decay < 1, 0 <= min_lr_ratio <= 1, grad_clip > 0, kl_weight >= 0, \
+                 0 <= empty_prompt_fraction < 1; got {self:?}"
             )))
         }
     }
@@ -79,34 +105,6 @@ impl Hyper {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AutoencoderHyper {
-    #[serde(flatten)]
-    pub hyper: Hyper,
-    /// Weight of the KL term against the per-pixel L1 reconstruction loss.
-    pub kl_weight: f64,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UnetHyper {
-    #[serde(flatten)]
-    pub hyper: Hyper,
-    /// Fraction of training prompts replaced by the empty prompt (classifier-free guidance).
-    pub empty_prompt_fraction: f64,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClassifierHyper {
-    #[serde(flatten)]
-    pub hyper: Hyper,
-    /// Random translation of training digits by up to this many pixels.
-    #[serde(default)]
-    pub max_shift: usize,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// The MNIST safetensors file (relative paths are relative to the config file).
     pub data: PathBuf,
@@ -116,9 +114,9 @@ pub struct TrainConfig {
     /// Use only the first N training rows (quick trials and tests); all when absent.
     #[serde(default)]
     pub train_rows: Option<usize>,
-    pub autoencoder: AutoencoderHyper,
-    pub unet: UnetHyper,
-    pub classifier: ClassifierHyper,
+    pub autoencoder: Hyper,
+    pub unet: Hyper,
+    pub classifier: Hyper,
 }
 
 impl TrainConfig {
@@ -139,15 +137,9 @@ impl TrainConfig {
         if cfg.model_config.is_relative() {
             cfg.model_config = base.join(&cfg.model_config);
         }
-        cfg.autoencoder.hyper.validate("autoencoder")?;
-        cfg.unet.hyper.validate("unet")?;
-        cfg.classifier.hyper.validate("classifier")?;
-        if !(0.0..1.0).contains(&cfg.unet.empty_prompt_fraction) {
-            return Err(Error::Config(format!(
-                "[unet] empty_prompt_fraction must be in [0, 1), got {}",
-                cfg.unet.empty_prompt_fraction
-            )));
-        }
+        cfg.autoencoder.validate("autoencoder")?;
+        cfg.unet.validate("unet")?;
+        cfg.classifier.validate("classifier")?;
         Ok(cfg)
     }
 }

@@ -35,7 +35,7 @@ impl RunFiles {
 #[derive(Debug, Clone)]
 pub struct FitReport {
     pub steps: usize,
-    /// Mean loss of the first and the last (up to) 100 steps of this invocation.
+    /// Mean loss of the first and the last k steps of this invocation, k = min(100, steps / 4).
     pub first_loss: f64,
     pub final_loss: f64,
     pub wall_seconds: f64,
@@ -149,7 +149,19 @@ pub fn fit(
             s.iter().sum::<f64>() / s.len() as f64
         }
     };
-    let k = losses.len().min(100);
+    let k = (losses.len() / 4).clamp(1, 100).min(losses.len());
+    if losses.is_empty() {
+        return Ok((
+            FitReport {
+                steps: opt.step,
+                first_loss: f64::NAN,
+                final_loss: f64::NAN,
+                wall_seconds: 0.0,
+                cpu_seconds: Some(0.0),
+            },
+            ema,
+        ));
+    }
     let report = FitReport {
         steps: opt.step,
         first_loss: mean(&losses[..k]),

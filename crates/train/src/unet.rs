@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{Tensor, Var};
-use nn::sd::mnist::{Digits, SIDE};
+use candle_core::Var;
 use nn::sd::pipeline::{scaling_factor, SampleOptions, TextToImage};
 use nn::sd::tokenizer::{prompt_for, TEMPLATES};
 use nn::sd::weights::WeightsFile;
@@ -74,13 +73,13 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<FitReport> {
     );
     let alphas = model.scheduler.alphas_cumprod()?;
     let h = &cfg.unet;
-    let n = h.hyper.batch_size;
+    let n = h.batch_size;
     let vocab = model.text_encoder.vocab_size;
     let files = RunFiles::new(out, "unet");
     let (report, ema) = fit(
         "unet",
         &params,
-        &h.hyper,
+        h,
         cfg.seed.wrapping_add(1),
         &files,
         resume,
@@ -131,41 +130,34 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<FitReport> {
     )?;
     nn::sd::weights::save_atomic(&out.join("unet.safetensors"), &unet_w, HashMap::new())?;
 
-    // A grid to look at: each row one digit, 8 samples, 50 DDIM steps, guidance 7.5.
-    let decoder = AutoencoderKL::new(
-        &b,
-        &mut vae_file.source(frozen),
-        "",
-        &model.vae,
-        VaeParts::DecoderOnly,
-    )?;
-    let pipe = TextToImage::from_parts(model.clone(), tokenizer, text, unet, decoder, scale)?;
-    let prompts: Vec<String> = (0..80).map(|k| prompt_for(k / 8, 4)).collect();
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
-    let noise: Vec<f32> = (0..80 * per).map(|_| normal(&mut rng)).collect();
-    let imgs = pipe.sample(
-        &b,
-        &prompts,
-        &noise,
-        SampleOptions {
-            steps: 50,
-            guidance: 7.5,
-        },
-        |_| {},
-    )?;
-    nn::sd::grid::write_grid(
-        &out.join("samples").join("unet_guidance7.5.png"),
-        &values(&imgs)?,
-        SIDE,
-        8,
-    )?;
-    let _ = Digits::load;
+    if h.preview_per_digit > 0 {
+        let decoder = AutoencoderKL::new(
+            &b,
+            &mut vae_file.source(frozen),
+            "",
+            &model.vae,
+            VaeParts::DecoderOnly,
+        )?;
+        let pipe = TextToImage::from_parts(model.clone(), tokenizer, text, unet, decoder, scale)?;
+        let k = h.preview_per_digit;
+        preview(&b, &pipe, k, &out.join("samples").join("unet_guidance7.5.png"))?;
+    }
     Ok(report)
 }
 
-/// The per-sample squared error (unused outside tests): kept for diagnostics.
-pub fn mse(a: &Tensor, b: &Tensor) -> Result<f32> {
-    (a - b)
-        .and_then(|d| d.sqr()?.mean_all()?.to_scalar::<f32>())
-        .map_err(ce)
+/// A grid with one row per digit ("a handwritten {d}"), `per_digit` samples each, 50 DDIM steps
+/// at guidance 7.5, from a fixed seed.
+pub fn preview(b: &Candle, pipe: &TextToImage<Candle>, per_digit: usize, path: &Path) -> Result<()> {
+    let n = 10 * per_digit;
+    let prompts: Vec<String> = (0..n).map(|k| prompt_for(k / per_digit, 4)).collect();
+    let c = &pipe.config;
+    let per = c.vae.latent_channels * c.latent_size() * c.latent_size();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+    let noise: Vec<f32> = (0..n * per).map(|_| normal(&mut rng)).collect();
+    let opts = SampleOptions {
+        steps: 50,
+        guidance: 7.5,
+    };
+    let imgs = pipe.sample(b, &prompts, &noise, opts, |_| {})?;
+    nn::sd::grid::write_grid(path, &values(&imgs)?, c.image_size, per_digit)
 }
