@@ -52,6 +52,28 @@ pub fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// Drops the rows of a loss log after `step` (a run that crashed after its last checkpoint logged
+/// steps that the resumed run will redo).
+fn truncate_log(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, line)| {
+            *i == 0
+                || line
+                    .split(',')
+                    .next()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .is_some_and(|s| s <= step)
+        })
+        .map(|(_, l)| l)
+        .collect();
+    nn::sd::weights::write_atomic(path, format!("{}\n", kept.join("\n")).as_bytes())
+}
+
 /// Trains `params` for `hyper.steps` steps of `loss(step, rng)`. Each step's randomness comes
 /// from a generator seeded by (seed, step), so a resumed run continues exactly as an unbroken one.
 pub fn fit(
@@ -82,6 +104,9 @@ pub fn fit(
         detail: e.to_string(),
     };
     let fresh = opt.step == 0;
+    if !fresh {
+        truncate_log(&files.log, opt.step)?;
+    }
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(!fresh)

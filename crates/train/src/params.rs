@@ -155,9 +155,12 @@ impl AdamW {
             let Some(g) = grads.get(p.as_tensor()) else {
                 continue;
             };
+            // Gradients record the ops that made them; without detaching, the moments would keep
+            // every step's whole graph (and its activations) alive.
+            let g = g.detach();
             let decays = p.rank() >= 2 && !name.ends_with("embedding.weight");
             let run = || -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-                let g = (g * clip)?;
+                let g = (&g * clip)?;
                 let m = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
                 let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
                 let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + self.eps)?)?;

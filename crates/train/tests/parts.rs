@@ -125,7 +125,12 @@ fn classifier_loss_falls_and_a_run_resumes() {
     let (report, acc) = classifier::train(&cfg, &dir, false).unwrap();
     assert!(report.final_loss < 0.9 * report.first_loss, "{report:?}");
     assert!(acc > 0.2, "held-out accuracy after 30 steps: {acc}");
-    // Continue the same run to 40 steps: it starts from the checkpoint at step 30.
+    // Continue the same run to 40 steps: it starts from the checkpoint at step 30. Rows a crashed
+    // run logged after its last checkpoint are dropped, not duplicated.
+    let log_path = dir.join("train-logs/classifier.csv");
+    let mut log = std::fs::read_to_string(&log_path).unwrap();
+    log.push_str("31,9.9,1e-3,1.0,1.0\n");
+    std::fs::write(&log_path, log).unwrap();
     let mut longer = cfg.clone();
     longer.classifier.steps = 40;
     let (resumed, _) = classifier::train(&longer, &dir, true).unwrap();
