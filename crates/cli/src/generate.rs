@@ -84,6 +84,12 @@ pub struct GenerateArgs {
     #[cfg(feature = "he")]
     #[command(flatten)]
     pub he: Box<crate::he_generate::HeGenerateArgs>,
+    /// A text prompt (text-conditioned models such as mnist-sd); --batch images of it.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Classifier-free guidance scale for --prompt (1: no guidance).
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f32,
 }
 
 /// Everything a run needs, validated.
@@ -317,6 +323,9 @@ pub struct Sampled {
 }
 
 pub fn run(args: GenerateArgs) -> CliResult<()> {
+    if args.prompt.is_some() {
+        return crate::text2img::run(&args);
+    }
     let started = Instant::now();
     let mut plan = Plan::new(&args)?;
     let sampled = match args.mode {

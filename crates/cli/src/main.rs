@@ -6,6 +6,8 @@ mod bench_accuracy;
 mod bench_ops;
 mod bench_plain;
 mod cli_error;
+mod eval;
+mod fid;
 mod generate;
 #[cfg(feature = "he")]
 mod he_audit;
@@ -22,6 +24,7 @@ mod keygen;
 mod output;
 mod party;
 mod report;
+mod text2img;
 mod train;
 
 #[derive(Parser)]
@@ -60,6 +63,8 @@ enum Command {
     Party(party::PartyArgs),
     /// Train a part of a model (needs the `train` feature).
     Train(train::TrainArgs),
+    /// Score a text-to-digit model: classifier accuracy and FID on generated digits.
+    Eval(eval::EvalArgs),
 }
 
 #[derive(Subcommand)]
@@ -104,6 +109,7 @@ fn main() -> std::process::ExitCode {
         #[cfg(feature = "he")]
         Command::HeServer(args) => he_server::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -140,14 +140,24 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<FitReport> {
         )?;
         let pipe = TextToImage::from_parts(model.clone(), tokenizer, text, unet, decoder, scale)?;
         let k = h.preview_per_digit;
-        preview(&b, &pipe, k, &out.join("samples").join("unet_guidance7.5.png"))?;
+        preview(
+            &b,
+            &pipe,
+            k,
+            &out.join("samples").join("unet_guidance7.5.png"),
+        )?;
     }
     Ok(report)
 }
 
 /// A grid with one row per digit ("a handwritten {d}"), `per_digit` samples each, 50 DDIM steps
 /// at guidance 7.5, from a fixed seed.
-pub fn preview(b: &Candle, pipe: &TextToImage<Candle>, per_digit: usize, path: &Path) -> Result<()> {
+pub fn preview(
+    b: &Candle,
+    pipe: &TextToImage<Candle>,
+    per_digit: usize,
+    path: &Path,
+) -> Result<()> {
     let n = 10 * per_digit;
     let prompts: Vec<String> = (0..n).map(|k| prompt_for(k / per_digit, 4)).collect();
     let c = &pipe.config;

@@ -89,7 +89,11 @@ fn setup(name: &str, steps: usize) -> (PathBuf, TrainConfig) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("config.toml"), MODEL).unwrap();
-    std::fs::copy(repo().join("models/mnist-sd/vocab.txt"), dir.join("vocab.txt")).unwrap();
+    std::fs::copy(
+        repo().join("models/mnist-sd/vocab.txt"),
+        dir.join("vocab.txt"),
+    )
+    .unwrap();
     let data = repo().join("data/mnist10k/mnist10k.safetensors");
     std::fs::write(dir.join("train.toml"), train_toml(&data, steps)).unwrap();
     let cfg = TrainConfig::from_file(&dir.join("train.toml")).unwrap();
@@ -106,7 +110,11 @@ fn autoencoder_then_unet_losses_fall() {
     assert!(dir.join("samples/vae_reconstruction.png").exists());
     let un = unet::train(&cfg, &dir, false).unwrap();
     assert!(un.final_loss < un.first_loss, "unet {un:?}");
-    for f in ["unet.safetensors", "text_encoder.safetensors", "checkpoints/unet.ckpt.safetensors"] {
+    for f in [
+        "unet.safetensors",
+        "text_encoder.safetensors",
+        "checkpoints/unet.ckpt.safetensors",
+    ] {
         assert!(dir.join(f).exists(), "{f}");
     }
     // No temporary files are left behind by the atomic writes.
@@ -149,17 +157,34 @@ fn classifier_loss_falls_and_a_run_resumes() {
 fn bad_configs_and_data_are_named() {
     let (dir, _) = setup("bad", 10);
     let text = std::fs::read_to_string(dir.join("train.toml")).unwrap();
-    std::fs::write(dir.join("zero.toml"), text.replacen("steps = 10", "steps = 0", 1)).unwrap();
-    let err = TrainConfig::from_file(&dir.join("zero.toml")).unwrap_err().to_string();
+    std::fs::write(
+        dir.join("zero.toml"),
+        text.replacen("steps = 10", "steps = 0", 1),
+    )
+    .unwrap();
+    let err = TrainConfig::from_file(&dir.join("zero.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("[autoencoder]"), "{err}");
-    std::fs::write(dir.join("typo.toml"), text.replace("kl_weight", "kl_wieght")).unwrap();
-    let err = TrainConfig::from_file(&dir.join("typo.toml")).unwrap_err().to_string();
-    assert!(err.contains("kl_wieght") && err.contains("typo.toml"), "{err}");
+    std::fs::write(
+        dir.join("typo.toml"),
+        text.replace("kl_weight", "kl_wieght"),
+    )
+    .unwrap();
+    let err = TrainConfig::from_file(&dir.join("typo.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("kl_wieght") && err.contains("typo.toml"),
+        "{err}"
+    );
 
     std::fs::write(dir.join("garbage.safetensors"), [7u8; 100]).unwrap();
     let mut cfg = TrainConfig::from_file(&dir.join("train.toml")).unwrap();
     cfg.data = dir.join("garbage.safetensors");
-    let err = classifier::train(&cfg, &dir, false).unwrap_err().to_string();
+    let err = classifier::train(&cfg, &dir, false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("garbage.safetensors"), "{err}");
     // The U-Net needs the VAE trained first, and says which file is missing.
     let cfg = TrainConfig::from_file(&dir.join("train.toml")).unwrap();

@@ -212,27 +212,4 @@ pub fn save_atomic(
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let err = |detail: String| Error::File {
-        path: path.display().to_string(),
-        detail,
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| err("not a file path".into()))?
-        .to_string_lossy();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
-    let result = (|| {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e.to_string()));
-    }
-    Ok(())
-}
+pub use crate::weights::write_atomic;
