@@ -217,7 +217,7 @@ impl Backend for Candle {
         eps: f32,
     ) -> Result<Tensor> {
         let dims = x.dims().to_vec();
-        if dims.len() < 2 || groups == 0 || dims[1] % groups != 0 {
+        if dims.len() < 2 || groups == 0 || !dims[1].is_multiple_of(groups) {
             return Err(nn::Error::shape(
                 "group_norm",
                 format!("{dims:?} into {groups} groups"),

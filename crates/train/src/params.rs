@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{backprop::GradStore, Tensor, Var};
-use nn::sd::weights::{save_atomic, WeightsFile};
+use nn::sd::weights::{save_atomic, NamedTensor, WeightsFile};
 use nn::{ParamSource, Result};
 use rand::{Rng, SeedableRng};
 
@@ -35,7 +35,7 @@ impl Params {
     }
 
     /// (name, shape, values) of the current weights, for saving.
-    pub fn snapshot(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn snapshot(&self) -> Result<Vec<NamedTensor>> {
         self.entries
             .iter()
             .map(|(n, v)| Ok((n.clone(), v.dims().to_vec(), values(v.as_tensor())?)))
@@ -208,7 +208,7 @@ impl Ema {
         Ok(())
     }
 
-    pub fn snapshot(&self, params: &Params) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn snapshot(&self, params: &Params) -> Result<Vec<NamedTensor>> {
         self.shadow
             .iter()
             .zip(&params.entries)

@@ -228,7 +228,7 @@ impl<B: Backend> Transformer2dModel<B> {
         prefix: &str,
         s: TransformerSpec,
     ) -> Result<Self> {
-        if s.heads == 0 || s.channels % s.heads != 0 {
+        if s.heads == 0 || !s.channels.is_multiple_of(s.heads) {
             return Err(crate::Error::Config(format!(
                 "{prefix}: {} channels cannot be split into {} heads",
                 s.channels, s.heads

@@ -77,9 +77,12 @@ fn resnets<B: Backend>(
         .collect()
 }
 
+/// One resolution level: its residual blocks and the resampler after them (none at the end).
+type Level<B, R> = (Vec<ResnetBlock2d<B>>, Option<R>);
+
 pub struct Encoder<B: Backend> {
     conv_in: Conv2d<B>,
-    down: Vec<(Vec<ResnetBlock2d<B>>, Option<Downsample2d<B>>)>,
+    down: Vec<Level<B, Downsample2d<B>>>,
     mid: MidBlock<B>,
     norm_out: GroupNorm<B>,
     conv_out: Conv2d<B>,
@@ -145,7 +148,7 @@ impl<B: Backend> Encoder<B> {
 pub struct Decoder<B: Backend> {
     conv_in: Conv2d<B>,
     mid: MidBlock<B>,
-    up: Vec<(Vec<ResnetBlock2d<B>>, Option<Upsample2d<B>>)>,
+    up: Vec<Level<B, Upsample2d<B>>>,
     norm_out: GroupNorm<B>,
     conv_out: Conv2d<B>,
 }

@@ -26,7 +26,11 @@ pub struct MnistClassifier<B: Backend> {
 
 impl<B: Backend> MnistClassifier<B> {
     pub fn new(backend: &B, src: &mut dyn ParamSource<B>, c: &ClassifierConfig) -> Result<Self> {
-        if c.image_size % 4 != 0 || c.channels.contains(&0) || c.features == 0 || c.classes == 0 {
+        if !c.image_size.is_multiple_of(4)
+            || c.channels.contains(&0)
+            || c.features == 0
+            || c.classes == 0
+        {
             return Err(crate::Error::Config(format!(
                 "classifier: image_size must be a multiple of 4 and widths positive, got {c:?}"
             )));

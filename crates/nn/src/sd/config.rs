@@ -110,7 +110,7 @@ impl UNet2DConditionConfig {
                 ));
             }
         }
-        if self.block_out_channels[0] % 2 != 0 {
+        if !self.block_out_channels[0].is_multiple_of(2) {
             return bad("block_out_channels[0] (the timestep feature width) must be even".into());
         }
         Ok(())
@@ -221,7 +221,9 @@ impl ClipTextConfig {
                 "vocab_size, hidden_size and max_position_embeddings must be positive".into(),
             );
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return bad(format!(
                 "hidden_size {} is not divisible into {} heads",
                 self.hidden_size, self.num_attention_heads
@@ -319,7 +321,7 @@ impl StableDiffusionConfig {
         self.text_encoder.validate()?;
         self.scheduler.alphas_cumprod()?;
         let f = self.vae.downsampling_factor();
-        if self.image_size == 0 || self.image_size % f != 0 {
+        if self.image_size == 0 || !self.image_size.is_multiple_of(f) {
             return Err(Error::Config(format!(
                 "image_size {} is not a multiple of the VAE's downsampling factor {f}",
                 self.image_size

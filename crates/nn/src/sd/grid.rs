@@ -8,7 +8,7 @@ use crate::{Error, Result};
 /// as a grid with `cols` columns and a 2-pixel gray border.
 pub fn write_grid(path: &Path, images: &[f32], side: usize, cols: usize) -> Result<()> {
     let per = side * side;
-    if per == 0 || cols == 0 || images.len() % per != 0 || images.is_empty() {
+    if per == 0 || cols == 0 || !images.len().is_multiple_of(per) || images.is_empty() {
         return Err(Error::shape(
             "grid",
             format!("{} values are not whole {side}x{side} images", images.len()),

@@ -86,7 +86,7 @@ impl<B: Backend> GroupNorm<B> {
         channels: usize,
         eps: f32,
     ) -> Result<Self> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(crate::Error::Config(format!(
                 "{prefix}: {channels} channels cannot be split into {groups} groups"
             )));

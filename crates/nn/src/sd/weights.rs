@@ -72,6 +72,9 @@ pub fn to_file(name: &str, shape: &[usize], data: &[f32]) -> (Vec<usize>, Vec<f3
     }
 }
 
+/// A named tensor in the internal layout: (name, shape, values).
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// The tensors of one safetensors file, decoded to f32 (F32, F16 and BF16 are accepted).
 pub struct WeightsFile {
     pub path: String,
@@ -182,7 +185,7 @@ where
 /// file or the new one.
 pub fn save_atomic(
     path: &Path,
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    tensors: &[NamedTensor],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
     let err = |detail: String| Error::File {
