@@ -28,7 +28,8 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
     }
     if args.mode != Mode::Plain {
         return Err(CliError::Usage(
-            "--prompt runs in plain mode only so far (the SD family has no MPC/HE driver yet)".into(),
+            "--prompt runs in plain mode only so far (the SD family has no MPC/HE driver yet)"
+                .into(),
         ));
     }
     if !args.guidance.is_finite() {
