@@ -24,6 +24,8 @@ pub enum Mode {
     /// HE-Diffusion: CKKS partial encryption, one server (--server ADDR or --local); DDIM unclipped.
     #[cfg(feature = "he")]
     He,
+    /// Three-party computation: the parties see only secret shares (--local or --parties).
+    Mpc,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -90,6 +92,8 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale for --prompt (1: no guidance).
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f32,
+    #[command(flatten)]
+    pub mpc: Box<crate::mpc_generate::MpcArgs>,
 }
 
 /// Everything a run needs, validated.
@@ -328,16 +332,28 @@ pub fn run(args: GenerateArgs) -> CliResult<()> {
     }
     let started = Instant::now();
     let mut plan = Plan::new(&args)?;
-    let sampled = match args.mode {
+    let (sampled, mpc) = match args.mode {
         Mode::Plain => {
             #[cfg(feature = "he")]
             args.he.check_unused()?;
-            run_plain(&mut plan)?
+            args.mpc.check_unused()?;
+            (run_plain(&mut plan)?, None)
         }
         #[cfg(feature = "he")]
-        Mode::He => crate::he_generate::run(&mut plan, &args.he)?,
+        Mode::He => {
+            args.mpc.check_unused()?;
+            (crate::he_generate::run(&mut plan, &args.he)?, None)
+        }
+        Mode::Mpc => {
+            #[cfg(feature = "he")]
+            let local = args.he.local;
+            #[cfg(not(feature = "he"))]
+            let local = args.mpc.local;
+            let (sampled, report) = crate::mpc_generate::run(&mut plan, &args.mpc, local)?;
+            (sampled, Some(report))
+        }
     };
-    write_outputs(&args, &plan, &sampled, started)
+    write_outputs(&args, &plan, &sampled, mpc, started)
 }
 
 /// A progress bar over the sampling steps (drawn on stderr, hidden when it is not a terminal).
@@ -398,6 +414,7 @@ fn write_outputs(
     args: &GenerateArgs,
     plan: &Plan,
     sampled: &Sampled,
+    mpc: Option<crate::mpc_generate::MpcReport>,
     started: Instant,
 ) -> CliResult<()> {
     let shape = plan.shape;
@@ -434,6 +451,7 @@ fn write_outputs(
         seconds_per_step: sampled.seconds_sampling / steps.max(1) as f64,
         png: args.out.as_deref().map(display),
         raw_out: args.raw_out.as_deref().map(display),
+        mpc,
     };
     if let Some(path) = &args.report {
         let mut json =

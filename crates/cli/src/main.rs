@@ -21,6 +21,11 @@ mod he_server;
 mod he_util;
 mod info;
 mod keygen;
+mod mpc_client;
+mod mpc_generate;
+mod mpc_job;
+mod mpc_owner;
+mod mpc_party;
 mod output;
 mod party;
 mod report;
@@ -65,6 +70,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Score a text-to-digit model: classifier accuracy and FID on generated digits.
     Eval(eval::EvalArgs),
+    /// The model owner (MPC mode): share a model's weights with the three parties.
+    Owner(mpc_owner::OwnerArgs),
 }
 
 #[derive(Subcommand)]
@@ -110,6 +117,7 @@ fn main() -> std::process::ExitCode {
         Command::HeServer(args) => he_server::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Owner(args) => mpc_owner::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

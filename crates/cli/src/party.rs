@@ -42,6 +42,8 @@ pub enum Job {
         repeat: usize,
         inputs: usize,
     },
+    /// Private sampling (issue 5): see `mpc_party` for the messages that follow.
+    Sample(Box<crate::mpc_job::SampleJob>),
     /// Leave the session and exit.
     Shutdown,
 }
@@ -97,6 +99,14 @@ pub fn run(args: PartyArgs) -> Result<(), Box<dyn Error>> {
                 Job::Shutdown => {
                     eprintln!("P{}: shutdown", args.id);
                     return Ok(());
+                }
+                Job::Sample(job) => {
+                    if let Err(e) = crate::mpc_party::serve_sample(&mut party, &server, &link, &job)
+                    {
+                        mesh.abort(&e.to_string());
+                        link.fail(&e.to_string());
+                        return Err(e.into());
+                    }
                 }
                 Job::BenchOps { .. } => {
                     if let Err(e) = serve_bench(&mut party, &link, &job) {

@@ -33,4 +33,7 @@ pub struct Report {
     pub png: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_out: Option<String>,
+    /// MPC mode: bytes, rounds, per-op costs, fidelity against plaintext.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub mpc: Option<crate::mpc_generate::MpcReport>,
 }
