@@ -21,6 +21,7 @@ mod he_server;
 mod he_util;
 mod info;
 mod keygen;
+mod mpc_bench;
 mod mpc_client;
 mod mpc_generate;
 mod mpc_job;
@@ -90,6 +91,8 @@ enum BenchTarget {
     Ops(bench_ops::BenchOpsArgs),
     /// Secure nonlinear functions per method: max abs / rel error, MSE, bytes, rounds.
     Accuracy(bench_accuracy::BenchAccuracyArgs),
+    /// Private sampling (CipherDM Tables 4 and 5): time and bytes per image vs plaintext.
+    Sample(Box<mpc_bench::BenchSampleArgs>),
     /// One HE-Diffusion denoising step: every element encrypted vs packed vs sparse (GPL build).
     #[cfg(feature = "he")]
     He(he_bench::BenchHeArgs),
@@ -108,6 +111,7 @@ fn main() -> std::process::ExitCode {
             BenchTarget::Plain(args) => bench_plain::run(args).map_err(Into::into),
             BenchTarget::Ops(args) => bench_ops::run(args),
             BenchTarget::Accuracy(args) => bench_accuracy::run(args),
+            BenchTarget::Sample(args) => mpc_bench::run(*args).map_err(Into::into),
             #[cfg(feature = "he")]
             BenchTarget::He(args) => he_bench::run(args),
         },

@@ -450,6 +450,17 @@ pub fn run_deployment(
     Ok(outcome)
 }
 
+/// Tells the parties of a deployment to exit (best effort: a party that is gone is gone).
+pub fn shutdown(cfg: &PartiesConfig) {
+    if let Ok(links) = connect_parties(cfg, Peer::Client) {
+        for link in &links {
+            let _ = link.send_msg(&Message::Control(
+                serde_json::to_string(&Job::Shutdown).expect("serialises"),
+            ));
+        }
+    }
+}
+
 /// `generate --mode mpc`.
 pub fn run(plan: &mut Plan, mpc: &MpcArgs, local: bool) -> CliResult<(Sampled, MpcReport)> {
     let job = job_for(plan, mpc)?;
