@@ -37,22 +37,25 @@
 //! top bits are 0 there is no wrap; if exactly one is set the sum is >= 2^63 and must wrap for z'
 //! to be < 2^63). With arithmetic shifts this gives exactly
 //!   floor(z'/2^d) = (B >>a d) + (A >>a d) + 2^(64-d) (B63 AND A63) + e,  e in {0, 1},
-//! so the local fast truncation is corrected by one bit product. B63 is R0's, A63 is known to
-//! both R1 and R2: R0 sends each of them a 1-out-of-2 oblivious transfer of the d-bit messages
-//! m_a = a B63 - ζ0 - ζ1 (mod 2^d), a in {0, 1}, padded with pads that the *other* of R1/R2
-//! shares with R0 and reveals for the index a = A63 that it knows too. R1 and R2 both learn
-//! m = A63 B63 - ζ0 - ζ1, ζ0 (shared by R0, R2) and ζ1 (shared by R0, R1) are the other two
-//! components: a replicated sharing of the product bit times 2^(64-d), with no extra round
-//! beyond the one in which A63 becomes known. Error: at most 1 ulp (the result is floor(z / 2^d)
-//! or that + 1), never a large error while |z| < 2^62.
+//! so the local fast truncation is corrected by one bit product c = A63 B63 (taken mod 2^d,
+//! since it is multiplied by 2^(64-d)). B63 is R0's bit, A63 is known to both R1 and R2:
+//! - R0 sends μ = B63 - ρ (mod 2^d) to R2, in the same message as t0 - δ (ρ from the key of R0
+//!   and R1), so [B63] = (μ, ρ) split between R2 and R1;
+//! - R1 computes y1 = A63 ρ - ζ1, R2 computes y2 = A63 μ - ζ0 (ζ1 from the key of R0 and R1,
+//!   ζ0 from the key of R0 and R2), and they swap them: y1 + y2 = c - ζ0 - ζ1.
+//!
+//! So (ζ0, ζ1, y1 + y2) is a replicated sharing of c, added (times 2^(64-d)) to the three
+//! components. The extra cost is three d-bit values per element in all (one from each party),
+//! and one more round for R1 and R2 after they know A63: in the fused product they learn it from
+//! the swap of the first round, so the product stays at latency 2, 30.75 bytes per element at
+//! d = 18 (an earlier form used oblivious transfers: six d-bit values, 37.5 bytes). Error: at most
+//! 1 ulp (floor(z / 2^d) or that + 1), never a large error while |z| < 2^62.
 //!
 //! What is opened and why it is safe, per party (all masks are fresh PRF outputs of a key the
 //! receiver does not hold):
-//! - R1 receives z_2 - t (masked by t), R0's OT pair (masked by pads of the key of R0 and R2),
-//!   and the pad of its own index, which unmasks m = A63 B63 - ζ0 - ζ1, masked by ζ0. The other
-//!   OT message stays padded.
-//! - R2 receives z_1 + s (masked by s), t0 - δ (masked by δ), the OT pair (pads of the key of R0
-//!   and R1), and the pad of its index, which unmasks m, masked by ζ1.
+//! - R1 receives z_2 - t (masked by t) and y2 = A63 μ - ζ0 (masked by ζ0).
+//! - R2 receives z_1 + s (masked by s), t0 - δ (masked by δ), μ = B63 - ρ (masked by ρ) and
+//!   y1 = A63 ρ - ζ1 (masked by ζ1).
 //! - R0 receives nothing.
 
 use rayon::prelude::*;
@@ -64,13 +67,14 @@ use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
 use crate::party::{Ctx, Party};
 use crate::wire::{
-    check_words, decode_words, encode_words, pack_iter, packed_len, split_frame, word_at, BitReader,
+    check_words, decode_words, encode_words, packed_len, split_frame, word_at, BitReader,
+    BitWriter, WordBits,
 };
 
 // PRF purposes inside one arithmetic protocol invocation.
 const P_ZERO: u32 = 0;
 const P_DELTA: u32 = 1;
-/// The d-bit values of the robust correction: two OT pads and ζ (three purposes if 3d > 64).
+/// The d-bit values of the robust correction (ρ and ζ1, or ζ0).
 const P_NARROW: u32 = 2;
 const P_MASK: u32 = 6;
 
@@ -105,8 +109,8 @@ impl Cost {
 ///
 /// - raw: 1 round, 8n bytes per party.
 /// - fast: 1 round, 8n bytes per party (24n in total).
-/// - robust: R0 8n + 2 ceil(2nd / 8), R1 and R2 8n + ceil(nd / 8); R0 1 round, R1 and R2 2;
-///   latency 2. At d = 18: 37.5 bytes per element in total.
+/// - robust: 8n + ceil(nd / 8) bytes per party; R0 1 round, R1 and R2 2; latency 2. At d = 18:
+///   30.75 bytes per element in total.
 pub fn product_cost(n: usize, trunc: Option<(TruncMethod, u32)>) -> Cost {
     let n8 = 8 * n as u64;
     match trunc {
@@ -116,10 +120,9 @@ pub fn product_cost(n: usize, trunc: Option<(TruncMethod, u32)>) -> Cost {
             latency: 1,
         },
         Some((TruncMethod::Robust, d)) => {
-            let pair = packed_len(2 * n, d) as u64;
             let one = packed_len(n, d) as u64;
             Cost {
-                bytes: [n8 + 2 * pair, n8 + one, n8 + one],
+                bytes: [n8 + one; 3],
                 rounds: [1, 2, 2],
                 latency: 2,
             }
@@ -130,7 +133,8 @@ pub fn product_cost(n: usize, trunc: Option<(TruncMethod, u32)>) -> Cost {
 /// Stated cost of truncating a replicated sharing of n elements by d bits.
 ///
 /// - fast: R0 sends 8n bytes in 1 round, R1 and R2 nothing (the rotation moves R0 around).
-/// - robust: R0 8n + 2 ceil(2nd / 8), R1 and R2 ceil(nd / 8); 1 round each.
+/// - robust: R0 8n + ceil(nd / 8), R1 and R2 ceil(nd / 8); 1 round each, latency 2 (R2 answers
+///   R1 once R0's message is in).
 pub fn trunc_cost(n: usize, method: TruncMethod, d: u32) -> Cost {
     let n8 = 8 * n as u64;
     match method {
@@ -140,12 +144,11 @@ pub fn trunc_cost(n: usize, method: TruncMethod, d: u32) -> Cost {
             latency: 1,
         },
         TruncMethod::Robust => {
-            let pair = packed_len(2 * n, d) as u64;
             let one = packed_len(n, d) as u64;
             Cost {
-                bytes: [n8 + 2 * pair, one, one],
+                bytes: [n8 + one, one, one],
                 rounds: [1; 3],
-                latency: 1,
+                latency: 2,
             }
         }
     }
@@ -186,51 +189,11 @@ fn check_trunc_bits(label: &'static str, d: u32) -> Result<()> {
     Ok(())
 }
 
-/// The d-bit values of the robust correction that the holders of one relative component share:
-/// two OT pads and ζ. One PRF word gives all three when 3d <= 64.
-struct Narrow {
-    words: Vec<Vec<u64>>,
-    d: u32,
-    mask: u64,
-}
-
-impl Narrow {
-    fn draw(cx: &Ctx<'_>, comp: usize, n: usize, d: u32) -> Narrow {
-        let words = if 3 * d <= 64 {
-            vec![cx.draw_comp(comp, P_NARROW, n)]
-        } else {
-            (0..3)
-                .map(|k| cx.draw_comp(comp, P_NARROW + k, n))
-                .collect()
-        };
-        Narrow {
-            words,
-            d,
-            mask: (1u64 << d) - 1,
-        }
-    }
-    /// Field k of element i: pad 0, pad 1, ζ for k = 0, 1, 2.
-    #[inline]
-    fn get(&self, i: usize, k: usize) -> u64 {
-        if self.words.len() == 1 {
-            (self.words[0][i] >> (k as u32 * self.d)) & self.mask
-        } else {
-            self.words[k][i] & self.mask
-        }
-    }
-}
-
-/// Append R0's OT pair for one receiver: the n messages m_0 + pad_0 then the n messages
-/// m_1 + pad_1, where m_a = a B63 - ζ0 - ζ1 (mod 2^d) and the pads come from `pads`.
-fn push_ot_pair(buf: &mut Vec<u8>, bits: &[u8], z0: &Narrow, z1: &Narrow, pads: &Narrow, d: u32) {
-    let n = bits.len();
-    let msg = |j: usize| {
-        let (i, a) = (j % n, j / n);
-        let m = (z0.get(i, 2).wrapping_add(z1.get(i, 2))).wrapping_neg();
-        m.wrapping_add(a as u64 * bits[i] as u64)
-            .wrapping_add(pads.get(i, a))
-    };
-    pack_iter(buf, (0..2 * n).map(msg), 2 * n, d);
+/// The robust correction's d-bit randomness of one relative component's key, `per` values per
+/// element, cut from one PRF draw of `ceil(n per d / 64)` words: (ρ, ζ1) from the key of R0 and
+/// R1, ζ0 from the key of R0 and R2.
+fn narrow_words(cx: &Ctx<'_>, comp: usize, n: usize, per: usize, d: u32) -> Vec<u64> {
+    cx.draw_comp(comp, P_NARROW, WordBits::words_for(per * n, d))
 }
 
 /// `v[i] = f(v[i], i)` over a slice, on all cores for long slices.
@@ -304,115 +267,114 @@ impl Party {
     ) -> Result<AShare> {
         let n = v.len();
         let me = cx.id();
-        let mask = (1u64 << d) - 1;
-        let k_shift = 64 - d;
-        let robust = method == TruncMethod::Robust;
         let role = cx.role();
-        if role == 0 {
-            let off = if robust { 1u64 << 62 } else { 0 };
-            let mut delta = cx.draw_comp(1, P_DELTA, n);
-            let bits: Vec<u8> = if robust {
-                v.iter()
-                    .map(|b| (b.wrapping_add(off) >> 63) as u8)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            // e0 = floor((B + off) / 2^d) - δ, in place.
-            update(&mut v, |b, i| {
-                floor_shift(b.wrapping_add(off), d).wrapping_sub(delta[i])
-            });
-            let mut to_r2 = encode_words(&v);
-            if !robust {
-                cx.send(2, to_r2)?;
-                return Ok(AShare::new_unchecked(
+        match (role, method) {
+            (0, TruncMethod::Fast) => {
+                // e0 = floor(B / 2^d) - δ, in place, sent to R2.
+                let delta = cx.draw_comp(1, P_DELTA, n);
+                update(&mut v, |b, i| floor_shift(b, d).wrapping_sub(delta[i]));
+                cx.send(2, encode_words(&v))?;
+                Ok(AShare::new_unchecked(
                     me,
                     tensor(shape, v)?,
                     tensor(shape, delta)?,
-                ));
+                ))
             }
-            // Pads of R1's OT and ζ0 from the key shared with R2; pads of R2's OT and ζ1 from
-            // the key shared with R1.
-            let w0 = Narrow::draw(cx, 0, n, d);
-            let w1 = Narrow::draw(cx, 1, n, d);
-            let mut m1 = Vec::with_capacity(packed_len(2 * n, d));
-            push_ot_pair(&mut m1, &bits, &w0, &w1, &w0, d);
-            cx.send(1, m1)?;
-            push_ot_pair(&mut to_r2, &bits, &w0, &w1, &w1, d);
-            cx.send(2, to_r2)?;
-            update(&mut v, |e, i| e.wrapping_add(w0.get(i, 2) << k_shift));
-            update(&mut delta, |e, i| e.wrapping_add(w1.get(i, 2) << k_shift));
-            return Ok(AShare::new_unchecked(
-                me,
-                tensor(shape, v)?,
-                tensor(shape, delta)?,
-            ));
+            (0, TruncMethod::Robust) => self.robust_r0(cx, v, shape, d),
+            (_, TruncMethod::Fast) => {
+                update(&mut v, |a, _| ceil_shift(a, d));
+                let c_r0 = if role == 1 {
+                    cx.draw_comp(1, P_DELTA, n)
+                } else {
+                    decode_words(cx.label, cx.abs(0), &cx.recv(0)?, n)?
+                };
+                self.assemble(me, role, shape, c_r0, v)
+            }
+            (_, TruncMethod::Robust) => self.robust_r12(cx, v, shape, d),
         }
-        // R1 and R2: v = A; the component they share is ceil(A / 2^d) (+ the correction).
+    }
+
+    /// R0's side of the robust truncation: one pass that shifts B + 2^62, forms
+    /// c0 = floor((B + 2^62) / 2^d) - δ + ζ0 2^(64-d) (sent to R2 whole, so R2 adds nothing) and
+    /// c1 = δ + ζ1 2^(64-d), and packs μ = B63 - ρ behind c0 in the same message.
+    fn robust_r0(&self, cx: &Ctx<'_>, mut v: Vec<u64>, shape: &[usize], d: u32) -> Result<AShare> {
+        let n = v.len();
+        let k = 64 - d;
+        let mut delta = cx.draw_comp(1, P_DELTA, n);
+        let w1 = narrow_words(cx, 1, n, 2, d);
+        let w0 = narrow_words(cx, 0, n, 1, d);
+        let (mut r1, mut r0) = (WordBits::new(&w1, d), WordBits::new(&w0, d));
+        let mut frame = Vec::with_capacity(8 * n + packed_len(n, d));
+        let mut mu = BitWriter::new(Vec::with_capacity(packed_len(n, d)), d);
+        for (x, dl) in v.iter_mut().zip(delta.iter_mut()) {
+            let b = x.wrapping_add(1 << 62);
+            let (rho, z1, z0) = (r1.read(), r1.read(), r0.read());
+            mu.push((b >> 63).wrapping_sub(rho));
+            let c0 = floor_shift(b, d).wrapping_sub(*dl).wrapping_add(z0 << k);
+            frame.extend_from_slice(&c0.to_le_bytes());
+            *x = c0;
+            *dl = dl.wrapping_add(z1 << k);
+        }
+        frame.extend_from_slice(&mu.finish());
+        cx.send(2, frame)?;
+        Ok(AShare::new_unchecked(
+            cx.id(),
+            tensor(shape, v)?,
+            tensor(shape, delta)?,
+        ))
+    }
+
+    /// R1's and R2's side of the robust truncation: v = A (both know it). Each forms its d-bit
+    /// term of c - ζ0 - ζ1 (R1: A63 ρ - ζ1; R2: A63 μ - ζ0, with μ from R0's message), swaps it
+    /// with the other, and adds the sum times 2^(64-d) to ceil(A / 2^d) - 2^(62-d).
+    fn robust_r12(&self, cx: &Ctx<'_>, mut v: Vec<u64>, shape: &[usize], d: u32) -> Result<AShare> {
+        let n = v.len();
+        let role = cx.role();
         let other = 3 - role;
-        let (r0_comp, r0_extra) = if role == 1 { (1, 0) } else { (0, 8 * n) };
-        let choice: Vec<u8> = if robust {
-            v.iter().map(|a| (a >> 63) as u8).collect()
+        let k = 64 - d;
+        let offset = 1u64 << (62 - d);
+        let mut y = BitWriter::new(Vec::with_capacity(packed_len(n, d)), d);
+        let c_r0 = if role == 1 {
+            let w = narrow_words(cx, 1, n, 2, d);
+            let mut r = WordBits::new(&w, d);
+            let mut delta = cx.draw_comp(1, P_DELTA, n);
+            for (x, dl) in v.iter_mut().zip(delta.iter_mut()) {
+                let (rho, z1) = (r.read(), r.read());
+                y.push((rho & (*x >> 63).wrapping_neg()).wrapping_sub(z1));
+                *x = ceil_shift(*x, d).wrapping_sub(offset);
+                *dl = dl.wrapping_add(z1 << k);
+            }
+            delta
         } else {
-            Vec::new()
+            let frame = cx.recv(0)?;
+            let parts = split_frame(cx.label, cx.abs(0), &frame, &[8 * n, packed_len(n, d)])?;
+            let w = narrow_words(cx, 0, n, 1, d);
+            let mut r = WordBits::new(&w, d);
+            let mut mu = BitReader::new(parts[1], d, 0);
+            let mut c0 = Vec::with_capacity(n);
+            for (i, x) in v.iter_mut().enumerate() {
+                y.push((mu.read() & (*x >> 63).wrapping_neg()).wrapping_sub(r.read()));
+                *x = ceil_shift(*x, d).wrapping_sub(offset);
+                c0.push(word_at(parts[0], i));
+            }
+            c0
         };
-        update(&mut v, |a, _| ceil_shift(a, d));
-        if !robust {
-            let c_r0 = if role == 1 {
-                cx.draw_comp(1, P_DELTA, n)
-            } else {
-                decode_words(cx.label, cx.abs(0), &cx.recv(0)?, n)?
-            };
-            return self.assemble(me, role, shape, c_r0, v);
-        }
-        // Robust: reveal to the other the pad of my index a = A63 (pads of the key I share with
-        // R0), take R0's OT pair and the other's pad for me.
-        let narrow = Narrow::draw(cx, r0_comp, n, d);
-        let mut pm = Vec::with_capacity(packed_len(n, d));
-        pack_iter(
-            &mut pm,
-            (0..n).map(|i| narrow.get(i, choice[i] as usize)),
-            n,
-            d,
-        );
-        cx.send(other, pm)?;
-        let frame = cx.recv(0)?;
-        let parts = split_frame(
-            cx.label,
-            cx.abs(0),
-            &frame,
-            &[r0_extra, packed_len(2 * n, d)],
-        )?;
-        let their = cx.recv(other)?;
-        if their.len() != packed_len(n, d) {
+        let mine = y.finish();
+        cx.send(other, mine.clone())?;
+        let theirs = cx.recv(other)?;
+        if theirs.len() != mine.len() {
             return Err(MpcError::BadMessage {
                 protocol: cx.label,
                 from: cx.abs(other),
-                expected: packed_len(n, d),
-                got: their.len(),
+                expected: mine.len(),
+                got: theirs.len(),
             });
         }
-        let (mut msg0, mut msg1) = (
-            BitReader::new(parts[1], d, 0),
-            BitReader::new(parts[1], d, n * d as usize),
-        );
-        let mut pad = BitReader::new(&their, d, 0);
-        let offset = 1u64 << (62 - d);
-        for (i, c) in v.iter_mut().enumerate() {
-            let (m0, m1) = (msg0.read(), msg1.read());
-            let msg = if choice[i] == 1 { m1 } else { m0 };
-            let m = msg.wrapping_sub(pad.read()) & mask;
-            *c = c.wrapping_add(m << k_shift).wrapping_sub(offset);
+        let (mut ra, mut rb) = (BitReader::new(&mine, d, 0), BitReader::new(&theirs, d, 0));
+        for x in v.iter_mut() {
+            *x = x.wrapping_add(ra.read().wrapping_add(rb.read()) << k);
         }
-        let mut c_r0 = if role == 1 {
-            cx.draw_comp(1, P_DELTA, n)
-        } else {
-            decode_words(cx.label, cx.abs(0), parts[0], n)?
-        };
-        update(&mut c_r0, |e, i| {
-            e.wrapping_add(narrow.get(i, 2) << k_shift)
-        });
-        self.assemble(me, role, shape, c_r0, v)
+        self.assemble(cx.id(), role, shape, c_r0, v)
     }
 
     /// R1 holds (c_1, c_2), R2 holds (c_2, c_0): `c_r0` is the component shared with R0.
@@ -441,9 +403,10 @@ impl Party {
 
     /// Truncate a replicated sharing by `d` bits (for products with public values, which are
     /// local). The split is B = x_0 + x_1 (R0) and A = x_2 (R1 and R2 already both hold it), so
-    /// A63 is known at once and even the robust method needs only one round.
-    /// Cost: [`trunc_cost`]. Opened: as for the fused product (R1/R2 see only masked OT messages,
-    /// masked pads and t0 - δ).
+    /// A63 is known at once: R1 sends its correction term in the first round, R2 once R0's μ is
+    /// in (latency 2 for the robust method, 1 for the fast one).
+    /// Cost: [`trunc_cost`]. Opened: as for the fused product (R1 sees y2, R2 sees c0, μ and y1,
+    /// each masked by a value of a key the receiver does not hold).
     pub fn trunc(&self, x: &AShare, d: u32, method: TruncMethod) -> Result<AShare> {
         let cx = self.begin("trunc");
         check_trunc_bits(cx.label, d)?;

@@ -114,6 +114,109 @@ pub fn pack_iter(buf: &mut Vec<u8>, vals: impl Iterator<Item = u64>, n: usize, w
     buf.truncate(start + nbytes);
 }
 
+/// Appends `width`-bit values to a byte buffer, densely, LSB first (the layout of
+/// [`pack_bits`]), one value at a time: protocols pack while they compute, with no intermediate
+/// vector. [`BitWriter::finish`] pads the last byte; `n` values take exactly `packed_len(n, width)`.
+pub struct BitWriter {
+    buf: Vec<u8>,
+    width: u32,
+    mask: u64,
+    acc: u64,
+    fill: u32,
+}
+
+impl BitWriter {
+    /// A writer appending to `buf` (reserve `packed_len` in it to avoid regrowth).
+    pub fn new(buf: Vec<u8>, width: u32) -> Self {
+        assert!((1..=64).contains(&width));
+        BitWriter {
+            buf,
+            width,
+            mask: if width == 64 {
+                u64::MAX
+            } else {
+                (1u64 << width) - 1
+            },
+            acc: 0,
+            fill: 0,
+        }
+    }
+
+    #[inline(always)]
+    pub fn push(&mut self, v: u64) {
+        let v = v & self.mask;
+        self.acc |= v << self.fill;
+        self.fill += self.width;
+        if self.fill >= 64 {
+            self.buf.extend_from_slice(&self.acc.to_le_bytes());
+            self.fill -= 64;
+            self.acc = if self.fill == 0 {
+                0
+            } else {
+                v >> (self.width - self.fill)
+            };
+        }
+    }
+
+    /// The buffer with the partial last word appended (whole bytes only).
+    pub fn finish(mut self) -> Vec<u8> {
+        let tail = self.fill.div_ceil(8) as usize;
+        self.buf.extend_from_slice(&self.acc.to_le_bytes()[..tail]);
+        self.buf
+    }
+}
+
+/// Reads consecutive `width`-bit fields from a word slice (LSB first): the narrow values a
+/// protocol cuts from one PRF draw of `ceil(count * width / 64)` words.
+pub struct WordBits<'a> {
+    words: &'a [u64],
+    width: u32,
+    mask: u64,
+    next: usize,
+    cur: u64,
+    used: u32,
+}
+
+impl<'a> WordBits<'a> {
+    pub fn new(words: &'a [u64], width: u32) -> Self {
+        assert!((1..=64).contains(&width));
+        WordBits {
+            words,
+            width,
+            mask: if width == 64 {
+                u64::MAX
+            } else {
+                (1u64 << width) - 1
+            },
+            next: 1,
+            cur: words.first().copied().unwrap_or(0),
+            used: 0,
+        }
+    }
+
+    /// Words needed for `count` fields of `width` bits.
+    pub fn words_for(count: usize, width: u32) -> usize {
+        (count * width as usize).div_ceil(64)
+    }
+
+    #[inline(always)]
+    pub fn read(&mut self) -> u64 {
+        let mut v = self.cur >> self.used;
+        let avail = 64 - self.used;
+        if self.width >= avail {
+            self.cur = self.words.get(self.next).copied().unwrap_or(0);
+            self.next += 1;
+            if self.width > avail {
+                v |= self.cur << avail;
+            }
+            self.used = self.width - avail;
+        } else {
+            self.used += self.width;
+        }
+        v & self.mask
+    }
+}
+
 /// Reads `width`-bit values packed by [`pack_bits`], in order, from any bit offset. The caller
 /// has checked the buffer's length; reads past its end yield zero bits.
 pub struct BitReader<'a> {
@@ -241,6 +344,31 @@ mod tests {
             assert!(vals.iter().zip(&back).all(|(a, b)| a & mask == *b));
         }
         assert!(unpack_bits("t", 2, &[0u8; 3], 37, 5).is_err());
+        for width in [1u32, 7, 18, 28, 63, 64] {
+            let vals: Vec<u64> = (0..101u64)
+                .map(|i| i.wrapping_mul(0x9E3779B97F4A7C15) ^ (i << 7))
+                .collect();
+            let mut w = BitWriter::new(Vec::new(), width);
+            vals.iter().for_each(|&v| w.push(v));
+            let mut want = Vec::new();
+            pack_bits(&mut want, &vals, width);
+            assert_eq!(w.finish(), want, "width {width}");
+            let words: Vec<u64> = want
+                .chunks(8)
+                .map(|c| {
+                    let mut b = [0u8; 8];
+                    b[..c.len()].copy_from_slice(c);
+                    u64::from_le_bytes(b)
+                })
+                .collect();
+            let mut r = WordBits::new(&words, width);
+            let mask = if width == 64 {
+                u64::MAX
+            } else {
+                (1 << width) - 1
+            };
+            assert!(vals.iter().all(|v| r.read() == v & mask), "width {width}");
+        }
         assert!(decode_words("t", 2, &[0u8; 15], 2).is_err());
     }
 }
