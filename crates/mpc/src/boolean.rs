@@ -439,6 +439,115 @@ impl Party {
     }
 }
 
+/// The combinations of a Brent-Kung prefix over `leaves` (G, P) nodes, level by level: each
+/// `(hi, lo, with_p)` sets G_hi ^= P_hi & G_lo and, if `with_p`, P_hi &= P_lo. Up-sweep levels
+/// (span 1, 2, 4, ...) then down-sweep levels; afterwards node i holds the group generate of
+/// [i : 0]. About 2 leaves combinations in 2 log2(leaves) - 1 levels (Kogge-Stone: leaves log2
+/// leaves in log2 leaves levels).
+pub fn brent_kung_levels(leaves: usize) -> Vec<Vec<(usize, usize, bool)>> {
+    let mut levels = Vec::new();
+    let mut span = 1;
+    while span < leaves {
+        let level: Vec<_> = (2 * span - 1..leaves)
+            .step_by(2 * span)
+            .map(|i| (i, i - span, i != 2 * span - 1))
+            .collect();
+        if !level.is_empty() {
+            levels.push(level);
+        }
+        span *= 2;
+    }
+    span /= 2;
+    while span >= 1 {
+        let level: Vec<_> = (3 * span - 1..leaves)
+            .step_by(2 * span)
+            .map(|i| (i, i - span, false))
+            .collect();
+        if !level.is_empty() {
+            levels.push(level);
+        }
+        span /= 2;
+    }
+    levels
+}
+
+/// AND planes of each level of [`brent_kung_levels`].
+pub fn brent_kung_ands(leaves: usize) -> Vec<usize> {
+    brent_kung_levels(leaves)
+        .iter()
+        .map(|l| l.iter().map(|&(_, _, p)| 1 + p as usize).sum())
+        .collect()
+}
+
+impl Party {
+    /// A2B with a Brent-Kung prefix: the same result as [`Party::a2b`] with less than half of
+    /// its AND traffic for wide inputs (38 bits: 94 AND planes instead of 282) in about twice
+    /// its rounds (11 levels instead of 6). For callers that are bandwidth-bound (the MSB
+    /// normalisation of reciprocal and rsqrt). Cost: the adder inputs (as [`Party::a2b`]) plus
+    /// 24 bytes per 64 values per AND plane of [`brent_kung_ands`].
+    pub fn a2b_brent_kung(&self, x: &AShare, bits: usize) -> Result<BShare> {
+        let cx = self.begin("a2b_bk");
+        if !(2..=64).contains(&bits) {
+            return Err(MpcError::invalid(
+                "a2b",
+                format!("width {bits} not in 2..=64"),
+            ));
+        }
+        let n = x.len();
+        let w = words_for(n);
+        let (p, g) = self.adder_inputs(&cx, x, bits)?;
+        let leaves = bits - 1;
+        let plane = |f: &Flat, j: usize| (f.plane(j).mine.to_vec(), f.plane(j).next.to_vec());
+        let mut gs: Vec<(Vec<u64>, Vec<u64>)> = (0..leaves).map(|j| plane(&g, j)).collect();
+        let mut ps: Vec<(Vec<u64>, Vec<u64>)> = (0..leaves).map(|j| plane(&p, j)).collect();
+        for (level, combos) in brent_kung_levels(leaves).iter().enumerate() {
+            let r = {
+                fn as_ref(v: &(Vec<u64>, Vec<u64>)) -> PlaneRef<'_> {
+                    PlaneRef {
+                        mine: &v.0,
+                        next: &v.1,
+                    }
+                }
+                let mut pairs = Vec::new();
+                for &(hi, lo, _) in combos {
+                    pairs.push((as_ref(&ps[hi]), as_ref(&gs[lo])));
+                }
+                for &(hi, lo, with_p) in combos {
+                    if with_p {
+                        pairs.push((as_ref(&ps[hi]), as_ref(&ps[lo])));
+                    }
+                }
+                self.and_batch(&cx, P_LEVEL + level as u32, w, &pairs)?
+            };
+            let mut k = combos.len();
+            for (c, &(hi, _, with_p)) in combos.iter().enumerate() {
+                let pr = r.plane(c);
+                let gh = &mut gs[hi];
+                gh.0.iter_mut().zip(pr.mine).for_each(|(a, b)| *a ^= b);
+                gh.1.iter_mut().zip(pr.next).for_each(|(a, b)| *a ^= b);
+                if with_p {
+                    let pp = r.plane(k);
+                    ps[hi] = (pp.mine.to_vec(), pp.next.to_vec());
+                    k += 1;
+                }
+            }
+        }
+        // sum_i = P0_i ^ carry_i, carry_i = G[i-1 : 0].
+        let mut out = Flat::empty(w, bits);
+        out.push(p.plane(0));
+        for i in 1..bits {
+            out.push_xor(
+                p.plane(i),
+                PlaneRef {
+                    mine: &gs[i - 1].0,
+                    next: &gs[i - 1].1,
+                },
+            );
+        }
+        Ok(BShare::new_unchecked(cx.id(), bits, n, out.mine, out.next))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,5 +559,22 @@ mod tests {
         assert_eq!(t.iter().sum::<usize>(), 118);
         assert_eq!(carry_tree_ands(1), Vec::<usize>::new());
         assert_eq!(carry_tree_ands(2), vec![1]);
+    }
+
+    #[test]
+    fn brent_kung_prefix_covers_every_position() {
+        // Simulate the group ranges: after all levels node i must cover [0, i].
+        for leaves in 1..70 {
+            let mut lo: Vec<usize> = (0..leaves).collect();
+            for level in brent_kung_levels(leaves) {
+                for (hi, l, with_p) in level {
+                    assert_eq!(lo[hi], l + 1, "leaves {leaves}: adjacent groups");
+                    assert_eq!(with_p, lo[l] != 0, "leaves {leaves}: P needed iff not at 0");
+                    lo[hi] = lo[l];
+                }
+            }
+            assert!(lo.iter().all(|&v| v == 0), "leaves {leaves}");
+        }
+        assert_eq!(brent_kung_ands(37).iter().sum::<usize>(), 94);
     }
 }

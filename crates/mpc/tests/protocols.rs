@@ -292,17 +292,35 @@ fn a2b_gives_every_bit() {
     let n = 130;
     let raw: Vec<u64> = (0..n).map(|_| r.gen()).collect();
     let x = RingTensor::new(&[n], raw.clone()).unwrap();
-    for bits in [64usize, 17, 2] {
-        let outs = run(cfg(TruncMethod::Fast), std::slice::from_ref(&x), |p, s| {
-            p.a2b(&s[0], bits)
-        });
+    for bits in [64usize, 38, 17, 3, 2] {
         let mask = if bits == 64 {
             u64::MAX
         } else {
             (1 << bits) - 1
         };
         let want: Vec<u64> = raw.iter().map(|v| v & mask).collect();
-        assert_eq!(open_bits(&outs), want, "bits {bits}");
+        for brent_kung in [false, true] {
+            let outs = run(cfg(TruncMethod::Fast), std::slice::from_ref(&x), |p, s| {
+                if brent_kung {
+                    p.a2b_brent_kung(&s[0], bits)
+                } else {
+                    p.a2b(&s[0], bits)
+                }
+            });
+            assert_eq!(
+                open_bits(&outs),
+                want,
+                "bits {bits}, brent-kung {brent_kung}"
+            );
+            if brent_kung {
+                // Adder inputs as for a2b, then 24 bytes per 64 values per AND plane.
+                let w = 8 * mpc::words_for(n) as u64;
+                let ands: usize = mpc::boolean::brent_kung_ands(bits - 1).iter().sum();
+                let total: u64 = outs.iter().map(|o| o.bytes).sum();
+                let inputs = w * (bits as u64 + 2 * (bits as u64 - 1));
+                assert_eq!(total, inputs + 3 * w * ands as u64, "bits {bits}");
+            }
+        }
     }
 }
 

@@ -12,16 +12,17 @@
 //! Beyond T the result is exactly relu(x), which is the function to within g(T). Beyond
 //! `bound`: undefined.
 //!
-//! | function | method | error (max abs, f = 18) | protocol calls | bytes/element (fast) |
+//! | function | method | error (max abs, f = 18) | protocol calls | bytes/element (robust) |
 //! |---|---|---|---|---|
-//! | SiLU | ours | 1.5e-3 (fit 1.1e-3 on [0, 9], tail 1.2e-3) | 2 cmp (reduced), 2 select, 9 fma rounds / 10 jobs | 277.5 |
+//! | SiLU | ours | 1.5e-3 (fit 1.1e-3 on [0, 9], tail 1.2e-3) | 2 cmp (reduced), 2 select, 3 fma calls / 4 scaled jobs (degree 8 by powers) | 243.5 |
 //! | SiLU | cipherdm | 7.5e-2 (Eq. 6 at x = 6) | 3 cmp (full), 3 select, 4 fma rounds / 5 jobs | 388.1 |
 //! | Mish | cipherdm | 1.3e-1 (Eq. 7 at x = 6) | same as SiLU cipherdm | 388.1 |
-//! | GeLU | piecewise_poly | 4.7e-3 (fit 3.7e-3 on [0, 3.5], tail 1e-3) | 2 cmp (reduced), 2 select, 5 fma rounds / 6 jobs | 181.5 |
+//! | GeLU | piecewise_poly | 4.7e-3 (fit 3.7e-3 on [0, 3.5], tail 1e-3) | 2 cmp (reduced), 2 select, 2 fma calls / 2 scaled jobs (degree 4 by powers) | 168.5 |
 //! | GeLU | pidm | sigmoid's 4e-4 times |x| | 3 fma rounds + sigmoid | 408.9 |
 //!
-//! (Bytes summed over the three parties, measured by `secdiff bench accuracy` and equal to the
-//! statement of `cost`; SPU on this machine: SiLU 1832, GeLU 1108.) Rounds: about 17 (SiLU) and
+//! (Bytes summed over the three parties with robust truncation, measured by `secdiff bench ops`
+//! and equal to the statement of `cost`; the CipherDM rows are older fast-truncation figures;
+//! SPU on this machine: SiLU 1832, GeLU 1108.) Rounds: about 17 (SiLU) and
 //! 14 (GeLU) per party, dominated by the two comparisons' carry trees.
 //!
 //! Largest truncated products: ours |tau * h| <= 1 (tau in [-1, 1], Horner sums below 1);

@@ -13,7 +13,7 @@
 //! - less_than: `msb_cost(n, width)` per group of jobs with the same width (about
 //!   3 (width + T)/8 bytes per element, T the carry tree's ANDs).
 //! - select: `mux_cost(n)` = 32n.
-//! - pow2_scale: A2B of `planes` bits (8w (3 planes - 2 + 3 P), P the Kogge-Stone pairs), one AND
+//! - pow2_scale: Brent-Kung A2B of `planes` bits (8w (3 planes - 2 + 3 P), P its AND planes), one AND
 //!   batch for the two-plane groups, one per doubling level of the suffix OR (24w per plane),
 //!   then the injection: R0's message (sum of `inject_widths` bits per element) and a robust
 //!   fused truncation `product_cost(n, robust, inject_shift)`.
@@ -21,7 +21,7 @@
 use super::ops::{Pow2Layout, Result};
 use super::twin::TwinCall;
 use crate::arith::{product_cost, trunc_cost};
-use crate::boolean::{and_cost, msb_cost};
+use crate::boolean::{and_cost, brent_kung_ands, msb_cost};
 use crate::bshare::words_for;
 use crate::config::TruncMethod;
 use crate::convert::mux_cost;
@@ -48,6 +48,13 @@ fn one(bytes: u64) -> Stated {
     }
 }
 
+/// Stated cost of the Brent-Kung A2B of `bits` planes of n values (what `pow2_scale` uses).
+pub fn a2b_brent_kung_cost(n: usize, bits: usize) -> u64 {
+    let w8 = 8 * words_for(n) as u64;
+    let ands: usize = brent_kung_ands(bits - 1).iter().sum();
+    w8 * (bits as u64 + 2 * (bits as u64 - 1) + 3 * ands as u64)
+}
+
 /// Stated cost of the A2B of `bits` planes of n values (the core's Kogge-Stone conversion).
 pub fn a2b_cost(n: usize, bits: usize) -> u64 {
     let w8 = 8 * words_for(n) as u64;
@@ -62,7 +69,7 @@ pub fn a2b_cost(n: usize, bits: usize) -> u64 {
 
 /// Stated cost of `pow2_scale` on n values.
 pub fn pow2_cost(n: usize, layout: &Pow2Layout) -> Stated {
-    let mut s = one(a2b_cost(n, layout.planes));
+    let mut s = one(a2b_brent_kung_cost(n, layout.planes));
     if layout.pair_groups() > 0 {
         s += one(and_cost(n, layout.pair_groups()).total_bytes());
     }

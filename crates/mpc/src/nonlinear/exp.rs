@@ -8,9 +8,12 @@
 //! `bound` are undefined.
 //!
 //! Methods:
-//! - `range_reduced` (ours, default): argument reduction by 16 and squaring four times:
-//!   exp(x) = p(x/16)^16 with p a cubic fitted for the error after squaring (2.2e-5 in exact
-//!   arithmetic; fixed-point rounding, amplified 16x by the squarings, adds up to ~6e-5).
+//! - `range_reduced` (ours, default): argument reduction by 8 and squaring three times:
+//!   exp(x) = p(x/8)^8 with p a quartic fitted for the error after squaring (5.3e-5 in exact
+//!   arithmetic; fixed-point rounding, amplified 8x by the squarings, adds a few 1e-5), the
+//!   quartic evaluated by powers in two calls (`ScaledPoly::eval`).
+//! - `range_reduced_fine`: the same with a quintic (one more scaled job, 37.5 bytes per element):
+//!   abs error ~1e-5 and relative error below 5e-4 near the top, for softmax.
 //! - `cipherdm_chebyshev`: CipherDM Table 3 (degree-7 Chebyshev in t = x/7 + 1), powers in
 //!   3 rounds, mask by an exact full-width comparison. The paper's coefficients sum to 0.9515 at
 //!   x = 0, so its max abs error is 4.8e-2 (reproduced, not fixed).
@@ -18,9 +21,10 @@
 //!   has none, and without it inputs below -512 give garbage). Max abs error ~2e-3.
 //!
 //! Cost (protocol calls; `cost` turns them into bytes and rounds):
-//! - range_reduced: 1 reduced-width comparison (resolution 1/8), 7 fma rounds with 8 jobs (two of
-//!   them linear), 1 select: 212 bytes per element with fast truncation (SPU: 444). Largest
-//!   truncated product: |tau h| <= 0.91 (Horner on tau = x/16), p^2 <= 1.07.
+//! - range_reduced: 1 reduced-width comparison (resolution 1/8), 5 fma calls (the quartic's two
+//!   scaled jobs, always robust, then three squarings), 1 select: 219.25 bytes per element with
+//!   robust truncation (the squarings at 30.75, the scaled jobs at 37.5), 197.5 with fast (SPU:
+//!   444). Largest truncated product: tau^4 <= 10.8 (scaled jobs, limit 256), p^2 <= 1.07.
 //! - cipherdm_chebyshev: 1 full-width comparison, 1 + 3 + 1 fma rounds with 1 + 6 + 1 jobs,
 //!   1 select. Largest truncated product: |t|^7 <= 1 (times |coef| <= 0.67 in the sum).
 //! - crypten_limit: 1 reduced-width comparison, 9 fma rounds with 9 jobs, 1 select.
@@ -32,6 +36,7 @@ super::methods! {
     /// How exp is approximated.
     ExpMethod, "exp", default RangeReduced, {
         RangeReduced => "range_reduced",
+        RangeReducedFine => "range_reduced_fine",
         CipherdmChebyshev => "cipherdm_chebyshev",
         CryptenLimit => "crypten_limit",
     }
@@ -44,22 +49,40 @@ pub const EXP_CUTOFF: f64 = -14.0;
 /// changes the result by less than exp(-13.875) = 0.25 ulp at f = 18.
 const MASK_RESOLUTION: f64 = 0.125;
 
-/// exp(tau) on tau = x/16 in [-0.91, 0.03] (x in [-14.5, 0.5]), fitted for the abs error of
-/// p^16 (weight max(16 exp(15x/16), 1e-3 exp(-x/16)): the error after four squarings, and a
-/// relative error below 1/16 where that error is negligible). Max |p^16 - exp(x)| = 2.2e-5 in
-/// exact arithmetic; its relative error in the bulk stays small enough that softmax rows of 4096
-/// sum to 1 within 1e-4 (an abs-error fit with two squarings biased those sums by 1.5%).
+/// exp(tau) on tau = x/8 in [-1.81, 0.06] (x in [-14.5, 0.5]), fitted (Lawson's iteration on
+/// 20001 points) for the abs error of p^8 with weight max(8 exp(7x/8), 1e-2 exp(-x/8)): the
+/// error after three squarings, and a relative error below 1e-2 / 8 where that error is
+/// negligible, so that softmax rows sum to 1 closely. Max |p^8 - exp(x)| = 5.3e-5 in exact
+/// arithmetic; relative error 0.8% at x = -8, falling to 1e-5 near 0.
 const RANGE_REDUCED: ScaledPoly<'static> = ScaledPoly {
     center: 0.0,
-    half_width: 16.0,
+    half_width: 8.0,
     coef: &[
-        1.000_001_198_944_218_8,
-        1.000_021_769_519_660_7,
-        4.979_193_259_740_612_4e-1,
-        1.445_709_484_931_243_2e-1,
+        1.000_005_738_611_591,
+        1.000_051_683_119_763,
+        4.975_648_686_006_700_6e-1,
+        1.526_708_432_550_370_8e-1,
+        2.327_313_821_238_478_6e-2,
     ],
 };
-
+/// The same reduction with a quintic (one scaled job more): max |p^8 - exp(x)| = 1.5e-6 in exact
+/// arithmetic, relative error below 5e-4 on [-8, 0]. Softmax uses it: a softmax entry's error is
+/// the exp's *relative* error times the entry, and rows of a few hundred scores are dominated by
+/// entries within a few units of the maximum.
+const RANGE_REDUCED_FINE: ScaledPoly<'static> = ScaledPoly {
+    center: 0.0,
+    half_width: 8.0,
+    coef: &[
+        1.000_000_080_381_408_4,
+        1.000_004_983_699_975_8,
+        4.999_414_632_984_534_6e-1,
+        1.657_165_935_440_839_4e-1,
+        3.860_082_603_263_529_5e-2,
+        4.944_936_495_560_249_6e-3,
+    ],
+};
+/// Squarings after the polynomial: exp(x) = p(x / 2^SQUARINGS)^(2^SQUARINGS).
+const SQUARINGS: usize = 3;
 /// CipherDM Table 3 (Chebyshev coefficients C_0..C_7 on t in [-1, 1]) converted to monomials
 /// in t: sum_k MONO[k] t^k == sum_j C_j T_j(t).
 const CIPHERDM_CHEBYSHEV: [f64; 8] = [
@@ -116,9 +139,14 @@ pub fn exact(x: f64) -> f64 {
 /// attention scores with a -1e4 additive mask).
 pub fn exp_neg<E: FxpOps>(e: &E, x: &E::A, method: ExpMethod, bound: f64) -> Result<E::A> {
     let y = match method {
-        ExpMethod::RangeReduced => {
-            let mut p = RANGE_REDUCED.eval(e, x)?;
-            for _ in 0..4 {
+        ExpMethod::RangeReduced | ExpMethod::RangeReducedFine => {
+            let poly = if method == ExpMethod::RangeReduced {
+                &RANGE_REDUCED
+            } else {
+                &RANGE_REDUCED_FINE
+            };
+            let mut p = poly.eval(e, x)?;
+            for _ in 0..SQUARINGS {
                 p = e.mul(&p, &p)?;
             }
             p
@@ -130,6 +158,7 @@ pub fn exp_neg<E: FxpOps>(e: &E, x: &E::A, method: ExpMethod, bound: f64) -> Res
             let pw = powers(e, &t, 7)?;
             let mut job = Fma {
                 products: vec![],
+                scaled: vec![],
                 linear: vec![],
                 constant: mono[0],
                 extra_shift: 0,

@@ -25,7 +25,7 @@ pub mod sigmoid;
 pub mod softmax;
 
 pub use error::NonlinearError;
-pub use ops::{Coef, Fma, FxpOps, Threshold, POW2_GUARD_BITS};
+pub use ops::{Coef, Fma, FxpOps, Threshold, POW2_GUARD_BITS, SCALED_MAX_FRAC_BITS};
 pub use twin::Twin;
 
 /// Declares a method enum with its command-line names, `FromStr`, `Display` and the list of all

@@ -92,6 +92,7 @@ fn centred_and_factor<E: FxpOps>(
     let mean = e
         .fma(&[Fma {
             products: vec![],
+            scaled: vec![],
             linear: vec![(&e.run_sums(x, run)?, Coef::Scalar(inv_run))],
             constant: 0.0,
             extra_shift: a,
@@ -134,6 +135,7 @@ fn centred_and_factor<E: FxpOps>(
             let var = e
                 .fma(&[Fma {
                     products: vec![],
+                    scaled: vec![],
                     linear: vec![(&e.run_sums(&sq, run)?, Coef::Scalar(inv_run))],
                     constant: eps,
                     extra_shift: a,
@@ -180,6 +182,7 @@ pub fn group_norm<E: FxpOps>(
             let f = e
                 .fma(&[Fma {
                     products: vec![],
+                    scaled: vec![],
                     linear: vec![(&r_nc, Coef::PerElement(&g))],
                     constant: 0.0,
                     extra_shift: 0,
@@ -203,6 +206,7 @@ pub fn group_norm<E: FxpOps>(
     let out = e
         .fma(&[Fma {
             products: vec![(&xc, &e.repeat_each(&factor, h * w))],
+            scaled: vec![],
             linear: vec![],
             constant: 0.0,
             extra_shift: extra,
@@ -242,6 +246,7 @@ pub fn layer_norm<E: FxpOps>(
             let s = e
                 .fma(&[Fma {
                     products: vec![],
+                    scaled: vec![],
                     linear: vec![(&xc, Coef::PerElement(&g))],
                     constant: 0.0,
                     extra_shift: 0,
@@ -259,6 +264,7 @@ pub fn layer_norm<E: FxpOps>(
     let out = e
         .fma(&[Fma {
             products: vec![(&scaled, &e.repeat_each(&r, row))],
+            scaled: vec![],
             linear: vec![],
             constant: 0.0,
             extra_shift: extra,

@@ -15,6 +15,11 @@ use super::NonlinearError;
 
 pub type Result<T> = std::result::Result<T, NonlinearError>;
 
+/// Scaled products ([`Fma::scaled`]) are used by the kernels only up to this many fraction
+/// bits: at f = 18 a scaled job's value may reach 2^(62 - 3f) = 256; above, kernels fall back to
+/// chains of plain products.
+pub const SCALED_MAX_FRAC_BITS: u32 = 18;
+
 /// Extra fraction bits of the scales `FxpOps::pow2_scale` returns.
 pub const POW2_GUARD_BITS: i32 = 8;
 
@@ -36,6 +41,12 @@ pub enum Coef<'a> {
 #[derive(Clone, Debug)]
 pub struct Fma<'a, A> {
     pub products: Vec<(&'a A, &'a A)>,
+    /// Products with a public coefficient, `c * a * b`, computed exactly at 3f fraction bits:
+    /// a job with any of these truncates by 2f + `extra_shift` bits and is always truncated
+    /// robustly (its un-truncated magnitude |v| 2^(3f) would make a fast truncation fail with
+    /// probability |v| 2^(3f - 64)); its true value must stay below 2^(62 - 3f) (256 at f = 18).
+    /// See [`SCALED_MAX_FRAC_BITS`].
+    pub scaled: Vec<(&'a A, &'a A, f64)>,
     pub linear: Vec<(&'a A, Coef<'a>)>,
     pub constant: f64,
     /// Added to the truncation: the job truncates by `f + extra_shift` bits, i.e. multiplies the
@@ -52,6 +63,7 @@ impl<'a, A> Fma<'a, A> {
     pub fn mul(a: &'a A, b: &'a A) -> Self {
         Fma {
             products: vec![(a, b)],
+            scaled: vec![],
             linear: vec![],
             constant: 0.0,
             extra_shift: 0,
@@ -62,6 +74,7 @@ impl<'a, A> Fma<'a, A> {
     pub fn affine(x: &'a A, c: f64, constant: f64) -> Self {
         Fma {
             products: vec![],
+            scaled: vec![],
             linear: vec![(x, Coef::Scalar(c))],
             constant,
             extra_shift: 0,
@@ -77,6 +90,31 @@ impl<'a, A> Fma<'a, A> {
     pub fn plus_product(mut self, a: &'a A, b: &'a A) -> Self {
         self.products.push((a, b));
         self
+    }
+    /// Adds `c * a * b` (see [`Fma::scaled`]).
+    pub fn plus_scaled_product(mut self, a: &'a A, b: &'a A, c: f64) -> Self {
+        self.scaled.push((a, b, c));
+        self
+    }
+    /// A job with no terms yet (add them with the `plus_*` methods).
+    pub fn constant(c: f64) -> Self {
+        Fma {
+            products: vec![],
+            scaled: vec![],
+            linear: vec![],
+            constant: c,
+            extra_shift: 0,
+            robust: false,
+        }
+    }
+    /// The extra fraction bits of this job's accumulator: f if it has scaled products (their
+    /// coefficients carry f bits), else 0.
+    pub fn coef_bits(&self, frac_bits: u32) -> u32 {
+        if self.scaled.is_empty() {
+            0
+        } else {
+            frac_bits
+        }
     }
     /// Forces the robust truncation for this job.
     pub fn robust(mut self) -> Self {

@@ -5,7 +5,7 @@
 //! small (a truncation's failure probability grows with the magnitude of the product it
 //! truncates). Horner form: one fused multiply-add per degree after the first.
 
-use super::ops::{Fma, FxpOps, Result};
+use super::ops::{Fma, FxpOps, Result, SCALED_MAX_FRAC_BITS};
 
 /// A polynomial `sum_k coef[k] * tau^k` in `tau = (t - center) / half_width`.
 #[derive(Clone, Copy, Debug)]
@@ -27,15 +27,94 @@ impl ScaledPoly<'_> {
         self.coef.len() - 1
     }
 
-    /// Evaluates on `t` with Horner's rule.
+    /// Evaluates on `t`: by powers (below) when the engine's fraction bits allow scaled products
+    /// ([`SCALED_MAX_FRAC_BITS`]) and the degree is at least 2, else by Horner's rule.
+    pub fn eval<E: FxpOps>(&self, e: &E, t: &E::A) -> Result<E::A> {
+        if self.degree() >= 2 && e.frac_bits() <= SCALED_MAX_FRAC_BITS {
+            self.eval_powers(e, t)
+        } else {
+            self.eval_horner(e, t)
+        }
+    }
+
+    /// Evaluation by powers with scaled products, on u = t - center (local) with tau = u / h:
+    /// the powers tau^2 ..= tau^m, m = ceil(degree / 2), in ceil(log2 m) + ... calls (call r
+    /// forms the powers in (2^(r-1), 2^r] as products of two lower ones), then the polynomial in
+    /// one job: the terms up to m are linear in the powers, the higher ones scaled products of
+    /// two powers. Degree 3-4: 2 calls (2 jobs); 5-6: 3 calls (3 jobs); 7-8: 3 calls (4 jobs);
+    /// 9-10: 4 calls (5 jobs). Every job has scaled products, so each costs a robust
+    /// product with d = 2f (`product_cost(n, robust, 2f)`, 37.5 bytes per element at f = 18),
+    /// against one plain product per degree for Horner.
+    ///
+    /// The scale 1/h enters as coefficients on the f-bit grid; each power's effective scale E_k
+    /// (what the rounded coefficients really multiply u^k by) is tracked, and the final
+    /// coefficients are c_k h^-k / E_k, so the rounding of 1/h^2 etc. does not bias the result.
+    /// Every product is |tau^a tau^b| <= max(|tau|, 1)^degree, far below the 2^(62 - 3f) limit.
+    fn eval_powers<E: FxpOps>(&self, e: &E, t: &E::A) -> Result<E::A> {
+        let d = self.degree();
+        let f = e.frac_bits();
+        let enc = |c: f64| (c * (f as f64).exp2()).round() / (f as f64).exp2();
+        let inv = 1.0 / self.half_width;
+        let u = e.add_const(t, -self.center);
+        let m = d.div_ceil(2);
+        // pw[k] holds E_k u^k for k >= 2 (pw[0], pw[1] unused; u itself has E_1 = 1).
+        let mut pw: Vec<Option<E::A>> = vec![None; m + 1];
+        let mut eff = vec![1.0f64; m + 1];
+        let share = |pw: &[Option<E::A>], k: usize| -> E::A {
+            if k == 1 {
+                u.clone()
+            } else {
+                pw[k].clone().expect("power formed in an earlier call")
+            }
+        };
+        let mut have = 1;
+        while have < m {
+            let next = (2 * have).min(m);
+            let ks: Vec<usize> = (have + 1..=next).collect();
+            let parts: Vec<(E::A, E::A, f64)> = ks
+                .iter()
+                .map(|&k| {
+                    let (a, b) = (have, k - have);
+                    let mult = inv.powi(k as i32) / (eff[a] * eff[b]);
+                    (share(&pw, a), share(&pw, b), mult)
+                })
+                .collect();
+            let jobs: Vec<Fma<'_, E::A>> = parts
+                .iter()
+                .map(|(a, b, c)| Fma::constant(0.0).plus_scaled_product(a, b, *c))
+                .collect();
+            let out = e.fma(&jobs)?;
+            for ((&k, v), (_, _, c)) in ks.iter().zip(out).zip(&parts) {
+                let (a, b) = (have, k - have);
+                eff[k] = enc(*c) * eff[a] * eff[b];
+                pw[k] = Some(v);
+            }
+            have = next;
+        }
+        let shares: Vec<E::A> = (1..=m).map(|k| share(&pw, k)).collect();
+        let at = |k: usize| &shares[k - 1];
+        let mut job = Fma::constant(self.coef[0]);
+        for (k, e_k) in eff.iter().enumerate().skip(1) {
+            job = job.plus(at(k), self.coef[k] * inv.powi(k as i32) / e_k);
+        }
+        for k in m + 1..=d {
+            let (a, b) = (m, k - m);
+            job = job.plus_scaled_product(
+                at(a),
+                at(b),
+                self.coef[k] * inv.powi(k as i32) / (eff[a] * eff[b]),
+            );
+        }
+        Ok(e.fma(&[job])?.remove(0))
+    }
+
+    /// Horner's rule (the form for f above [`SCALED_MAX_FRAC_BITS`] and for degree 1).
     ///
     /// When tau = t (`center` 0, `half_width` 1) it is not formed. Otherwise the first round
     /// computes tau and `coef[d] tau + coef[d-1]` as two jobs of one batch (both linear, so they
     /// cost a truncation each, a third of a product): `degree + 1` jobs in `degree` rounds, and
-    /// every truncated product is `|tau h|`. (Folding the scale into the truncation instead
-    /// would save that cheap job but make the products 1/scale times larger, and a fast
-    /// truncation's failure probability grows with the product.)
-    pub fn eval<E: FxpOps>(&self, e: &E, t: &E::A) -> Result<E::A> {
+    /// every truncated product is `|tau h|`.
+    pub fn eval_horner<E: FxpOps>(&self, e: &E, t: &E::A) -> Result<E::A> {
         let d = self.degree();
         let inv = 1.0 / self.half_width;
         let shift = -self.center * inv;
@@ -44,6 +123,9 @@ impl ScaledPoly<'_> {
             self.coef[d] * inv,
             self.coef[d - 1] + self.coef[d] * shift,
         );
+        if d == 1 {
+            return Ok(e.fma(&[first_step])?.remove(0));
+        }
         if self.center == 0.0 && self.half_width == 1.0 {
             let mut h = e.fma(&[first_step])?.remove(0);
             for c in self.coef[..d - 1].iter().rev() {
@@ -60,8 +142,21 @@ impl ScaledPoly<'_> {
         Ok(h)
     }
 
-    /// Protocol jobs of `eval`.
+    /// Protocol jobs of [`ScaledPoly::eval`] at `frac_bits`.
+    pub fn jobs_at(&self, frac_bits: u32) -> usize {
+        let d = self.degree();
+        if d >= 2 && frac_bits <= SCALED_MAX_FRAC_BITS {
+            d.div_ceil(2)
+        } else {
+            self.jobs()
+        }
+    }
+
+    /// Protocol jobs of [`ScaledPoly::eval_horner`].
     pub fn jobs(&self) -> usize {
+        if self.degree() == 1 {
+            return 1;
+        }
         self.degree() + usize::from(self.center != 0.0 || self.half_width != 1.0)
     }
 }

@@ -11,7 +11,7 @@
 //! - `dot_runs`: the same with the products of a run summed locally first: one truncation per run.
 //! - `less_than`: the sign of `x - threshold` on a few high bits (see [`reduced_sign`]).
 //! - `select`: the core's multiplexer.
-//! - `pow2_scale`: A2B, an OR-prefix over the exponent groups, and a bit injection of the one-hot
+//! - `pow2_scale`: A2B (Brent-Kung: fewer bytes, more rounds), an OR-prefix over the exponent groups, and a bit injection of the one-hot
 //!   exponent into a power of two (see [`Secure::inject_pow2`]).
 
 use ring::RingTensor;
@@ -89,31 +89,44 @@ fn concat_bits(id: usize, parts: &[&BShare]) -> Result<BShare> {
     bits_from_values(id, &m, &n)
 }
 
-/// The 3-out-of-3 share of one fma job at this party (2f + extra_shift fraction bits), or None
-/// if the job has no terms.
+/// The 3-out-of-3 share of one fma job at this party, at 2f + g + extra_shift fraction bits
+/// (g = the job's `coef_bits`: plain products and linear terms are lifted by 2^g, scaled
+/// products carry their f-bit coefficient).
 fn job_terms(
     id: usize,
     job: &Fma<'_, AShare>,
     raw: impl Fn(f64) -> u64,
     const_raw: u64,
+    g: u32,
 ) -> Result<Vec<u64>> {
     let n = job
         .products
         .first()
         .map(|(a, _)| a.len())
+        .or_else(|| job.scaled.first().map(|(a, _, _)| a.len()))
         .or_else(|| job.linear.first().map(|(x, _)| x.len()))
         .ok_or(NonlinearError::Shape {
             op: "fma",
             detail: "a job has no terms".into(),
         })?;
     let mut z = vec![if id == 0 { const_raw } else { 0 }; n];
-    for (a, b) in &job.products {
+    let check = |a: &AShare, b: &AShare| {
         if a.len() != n || b.len() != n {
             return Err(NonlinearError::Shape {
                 op: "fma",
                 detail: format!("product of {} and {} in a job of {n}", a.len(), b.len()),
             });
         }
+        Ok(())
+    };
+    let lift = 1u64 << g;
+    let terms = job
+        .products
+        .iter()
+        .map(|(a, b)| (*a, *b, lift))
+        .chain(job.scaled.iter().map(|(a, b, c)| (*a, *b, raw(*c))));
+    for (a, b, c) in terms {
+        check(a, b)?;
         let (a0, a1, b0, b1) = (
             a.mine().data(),
             a.next().data(),
@@ -121,11 +134,10 @@ fn job_terms(
             b.next().data(),
         );
         for i in 0..n {
-            z[i] = z[i].wrapping_add(
-                a0[i]
-                    .wrapping_mul(b0[i].wrapping_add(b1[i]))
-                    .wrapping_add(a1[i].wrapping_mul(b0[i])),
-            );
+            let t = a0[i]
+                .wrapping_mul(b0[i].wrapping_add(b1[i]))
+                .wrapping_add(a1[i].wrapping_mul(b0[i]));
+            z[i] = z[i].wrapping_add(t.wrapping_mul(c));
         }
     }
     for (x, c) in &job.linear {
@@ -138,7 +150,7 @@ fn job_terms(
         let x0 = x.mine().data();
         match c {
             Coef::Scalar(c) => {
-                let c = raw(*c);
+                let c = raw(*c) << g;
                 for i in 0..n {
                     z[i] = z[i].wrapping_add(x0[i].wrapping_mul(c));
                 }
@@ -151,7 +163,7 @@ fn job_terms(
                     });
                 }
                 for i in 0..n {
-                    z[i] = z[i].wrapping_add(x0[i].wrapping_mul(raw(cs[i])));
+                    z[i] = z[i].wrapping_add(x0[i].wrapping_mul(raw(cs[i]) << g));
                 }
             }
         }
@@ -285,14 +297,19 @@ impl FxpOps for Secure<'_> {
         // jobs with different truncations by different calls. Each group is one call.
         let mut groups: Vec<(bool, u32, bool, Vec<usize>)> = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
-            let d = f + job.extra_shift;
+            let d = f + job.coef_bits(f as u32) as i32 + job.extra_shift;
             if !(1..63).contains(&d) {
                 return Err(NonlinearError::Range {
                     op: "fma",
                     detail: format!("truncation by {d} bits"),
                 });
             }
-            let key = (!job.products.is_empty(), d as u32, job.robust);
+            let scaled = !job.scaled.is_empty();
+            let key = (
+                !job.products.is_empty() || scaled,
+                d as u32,
+                job.robust || scaled,
+            );
             match groups.iter_mut().find(|g| (g.0, g.1, g.2) == key) {
                 Some(g) => g.3.push(j),
                 None => groups.push((key.0, key.1, key.2, vec![j])),
@@ -305,7 +322,8 @@ impl FxpOps for Secure<'_> {
             let result = if has_products {
                 let mut z = Vec::new();
                 for &j in &members {
-                    let t = job_terms(id, &jobs[j], raw, const_raw(jobs[j].constant))?;
+                    let g = jobs[j].coef_bits(f as u32);
+                    let t = job_terms(id, &jobs[j], raw, const_raw(jobs[j].constant), g)?;
                     lens.push(t.len());
                     z.extend(t);
                 }
@@ -350,7 +368,7 @@ impl FxpOps for Secure<'_> {
             });
         }
         let job = Fma::mul(a, b);
-        let z = job_terms(self.party.id(), &job, |v| self.raw(v), 0)?;
+        let z = job_terms(self.party.id(), &job, |v| self.raw(v), 0, 0)?;
         let sums: Vec<u64> = z
             .chunks(run)
             .map(|c| c.iter().fold(0u64, |s, v| s.wrapping_add(*v)))
@@ -452,11 +470,11 @@ const P_INJECT: u32 = 64;
 
 impl Secure<'_> {
     /// The one-hot exponent: plane j is 1 iff x's exponent group is j (the lowest group also for
-    /// inputs below the range). Cost: A2B of `planes` bits, one AND batch for the group ORs
+    /// inputs below the range). Cost: Brent-Kung A2B of `planes` bits, one AND batch for the group ORs
     /// (root 2), ceil(log2 J) AND batches for the OR-prefix over the J groups.
     fn exponent_onehot(&self, x: &AShare, layout: &Pow2Layout) -> Result<BShare> {
         let p = self.party;
-        let bits = p.a2b(x, layout.planes)?;
+        let bits = p.a2b_brent_kung(x, layout.planes)?;
         let plane = |q: usize| bits.planes(q, 1);
         let j = layout.groups.len();
         // Group indicators G_1..G_{J-1} (group 0 is forced on below, so it is never formed).

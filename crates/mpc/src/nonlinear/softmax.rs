@@ -4,7 +4,8 @@
 //! reciprocal per row and multiply (CipherDM Algorithm 1, after Puma: a multiplication instead of
 //! a division). They differ in the pieces:
 //! - `ours` (default): max by a tree of reduced-width comparisons (resolution 2^-6: the max may be
-//!   undershot by at most log2(n)/64, which our exp tolerates), our range-reduced exp with a
+//!   undershot by at most log2(n)/64, which our exp tolerates), our range-reduced exp (quintic
+//!   form, for its small relative error) with a
 //!   reduced-width mask, our normalised reciprocal.
 //! - `cipherdm`: exact full-width comparisons in the max tree and the mask, CipherDM's Chebyshev
 //!   exp (Table 3), reciprocal by normalisation (SPU's, which CipherDM ran on).
@@ -134,7 +135,7 @@ pub fn softmax<E: FxpOps>(
         }
     };
     let (resolution, exp_method) = match method {
-        SoftmaxMethod::Ours => (MAX_RESOLUTION, ExpMethod::RangeReduced),
+        SoftmaxMethod::Ours => (MAX_RESOLUTION, ExpMethod::RangeReducedFine),
         _ => (0.0, ExpMethod::CipherdmChebyshev),
     };
     let max = row_max(e, &x, n, bound, resolution)?;

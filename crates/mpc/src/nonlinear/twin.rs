@@ -187,7 +187,8 @@ impl FxpOps for Twin {
                 op: "fma",
                 detail: "a job has no terms or terms of different lengths".into(),
             })?;
-            let shift = f as i32 + job.extra_shift;
+            let g = job.coef_bits(f);
+            let shift = f as i32 + g as i32 + job.extra_shift;
             if !(0..63).contains(&shift) {
                 return Err(NonlinearError::Range {
                     op: "fma",
@@ -198,13 +199,19 @@ impl FxpOps for Twin {
             let mut acc = vec![constant; n];
             for (a, b) in &job.products {
                 for ((s, x), y) in acc.iter_mut().zip(a.iter()).zip(b.iter()) {
-                    *s = s.wrapping_add(x.wrapping_mul(*y));
+                    *s = s.wrapping_add(x.wrapping_mul(*y) << g);
+                }
+            }
+            for (a, b, c) in &job.scaled {
+                let c = self.raw(*c);
+                for ((s, x), y) in acc.iter_mut().zip(a.iter()).zip(b.iter()) {
+                    *s = s.wrapping_add(x.wrapping_mul(*y).wrapping_mul(c));
                 }
             }
             for (x, c) in &job.linear {
                 match c {
                     Coef::Scalar(c) => {
-                        let c = self.raw(*c);
+                        let c = self.raw(*c) << g;
                         for (s, v) in acc.iter_mut().zip(x.iter()) {
                             *s = s.wrapping_add(v.wrapping_mul(c));
                         }
@@ -217,7 +224,7 @@ impl FxpOps for Twin {
                             });
                         }
                         for ((s, v), c) in acc.iter_mut().zip(x.iter()).zip(cs.iter()) {
-                            *s = s.wrapping_add(v.wrapping_mul(self.raw(*c)));
+                            *s = s.wrapping_add(v.wrapping_mul(self.raw(*c) << g));
                         }
                     }
                 }
@@ -227,7 +234,13 @@ impl FxpOps for Twin {
                     .map(|v| round_shift(v, shift as u32))
                     .collect(),
             );
-            info.push((n, !job.products.is_empty(), shift as u32, job.robust));
+            let scaled = !job.scaled.is_empty();
+            info.push((
+                n,
+                !job.products.is_empty() || scaled,
+                shift as u32,
+                job.robust || scaled,
+            ));
         }
         self.log.borrow_mut().push(TwinCall::Fma(info));
         Ok(out)
@@ -323,6 +336,11 @@ fn job_len<A: AsRef<[i64]>>(job: &Fma<'_, A>) -> Option<usize> {
         Some(m) => m == len,
     };
     for (a, b) in &job.products {
+        if !check(a.as_ref().len()) || !check(b.as_ref().len()) {
+            return None;
+        }
+    }
+    for (a, b, _) in &job.scaled {
         if !check(a.as_ref().len()) || !check(b.as_ref().len()) {
             return None;
         }
