@@ -29,9 +29,16 @@ pub struct BenchOpsArgs {
     /// (1M; 256 x 256 for matmul).
     #[arg(long)]
     pub n: Option<usize>,
-    /// Truncation method: fast, robust, or both.
+    /// Approximation method of the nonlinear ops (e.g. `cipherdm` for silu; see `secdiff bench
+    /// accuracy` for each function's methods). Default: each function's best (ours). An op may
+    /// also name its method itself: `--ops silu:cipherdm`.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Truncation after each fixed-point product: robust (exact to 1 ulp; the deployed
+    /// default, the class SPU's ABY3 uses), fast (ABY3-style, fails with a huge error with
+    /// probability ~|v| 2^-28 per product), or both.
     #[arg(long, default_value = "robust")]
-    pub method: String,
+    pub trunc: String,
     /// Write the records as a JSON array to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -55,7 +62,10 @@ pub struct BenchOpsArgs {
 #[derive(Serialize)]
 struct JsonRecord<'a> {
     op: &'a str,
+    /// The approximation method ("-" for the core protocols, which have none).
     method: &'a str,
+    /// The truncation method.
+    trunc: &'a str,
     n: usize,
     seconds: f64,
     bytes_total: u64,
@@ -70,7 +80,7 @@ fn methods(s: &str) -> Result<Vec<TruncMethod>, Box<dyn Error>> {
     match s {
         "both" => Ok(vec![TruncMethod::Fast, TruncMethod::Robust]),
         m => Ok(vec![TruncMethod::parse(m).ok_or_else(|| {
-            format!("--method must be fast, robust or both, got {m}")
+            format!("--trunc must be fast, robust or both, got {m}")
         })?]),
     }
 }
@@ -188,17 +198,42 @@ fn write_json_atomically(path: &Path, records: &[JsonRecord<'_>]) -> Result<(), 
     Ok(())
 }
 
+/// The registered op for `name` with the approximation method `method` (if given and the name
+/// does not already carry one).
+fn resolve_op(name: &str, method: Option<&str>) -> Result<Box<dyn BenchOp>, Box<dyn Error>> {
+    let full = match method {
+        Some(m) if !name.contains(':') && m != "default" => {
+            if mpc::nonlinear::catalog::Op::parse(name, None).is_err() {
+                return Err(format!("op {name:?} has no approximation methods (--method {m})").into());
+            }
+            format!("{name}:{m}")
+        }
+        _ => name.to_string(),
+    };
+    mpc::bench::find(&full).ok_or_else(|| {
+        let known: Vec<&str> = mpc::bench::registry().iter().map(|o| o.name()).collect();
+        format!("unknown op {full:?} (known: {})", known.join(", ")).into()
+    })
+}
+
+/// (function, approximation method) of a registered op name: `silu:cipherdm` -> (silu,
+/// cipherdm), `silu` -> (silu, its default), `mul` -> (mul, "-").
+fn op_and_method(name: &str) -> (String, String) {
+    if let Some((f, m)) = name.split_once(':') {
+        return (f.to_string(), m.to_string());
+    }
+    match mpc::nonlinear::catalog::Op::parse(name, None) {
+        Ok(op) => (name.to_string(), op.method().to_string()),
+        Err(_) => (name.to_string(), "-".to_string()),
+    }
+}
+
 pub fn run(args: BenchOpsArgs) -> Result<(), Box<dyn Error>> {
-    let methods = methods(&args.method)?;
+    let methods = methods(&args.trunc)?;
     let ops: Vec<Box<dyn BenchOp>> = args
         .ops
         .iter()
-        .map(|name| {
-            mpc::bench::find(name).ok_or_else(|| {
-                let known: Vec<&str> = mpc::bench::registry().iter().map(|o| o.name()).collect();
-                format!("unknown op {name:?} (known: {})", known.join(", "))
-            })
-        })
+        .map(|name| resolve_op(name, args.method.as_deref()))
         .collect::<Result<_, _>>()?;
     if let Some(n) = args.n {
         if n == 0 || n > 1 << 28 {
@@ -257,14 +292,25 @@ pub fn run(args: BenchOpsArgs) -> Result<(), Box<dyn Error>> {
         }
     }
     println!(
-        "{:<10} {:<7} {:>9} {:>10} {:>11} {:>26} {:>6} {:>10} {:>10}",
-        "op", "method", "n", "seconds", "MB total", "MB per party", "rounds", "max abs", "max rel"
+        "{:<10} {:<18} {:<6} {:>9} {:>10} {:>11} {:>26} {:>6} {:>10} {:>10}",
+        "op",
+        "method",
+        "trunc",
+        "n",
+        "seconds",
+        "MB total",
+        "MB per party",
+        "rounds",
+        "max abs",
+        "max rel"
     );
-    for r in &records {
+    let named: Vec<(String, String)> = records.iter().map(|r| op_and_method(&r.op)).collect();
+    for (r, (op, method)) in records.iter().zip(&named) {
         let mb = |b: u64| b as f64 / 1e6;
         println!(
-            "{:<10} {:<7} {:>9} {:>10.4} {:>11.2} {:>26} {:>6} {:>10.2e} {:>10.2e}",
-            r.op,
+            "{:<10} {:<18} {:<6} {:>9} {:>10.4} {:>11.2} {:>26} {:>6} {:>10.2e} {:>10.2e}",
+            op,
+            method,
             r.method,
             r.n,
             r.seconds,
@@ -284,9 +330,11 @@ pub fn run(args: BenchOpsArgs) -> Result<(), Box<dyn Error>> {
     if let Some(path) = &args.json {
         let json: Vec<JsonRecord> = records
             .iter()
-            .map(|r| JsonRecord {
-                op: &r.op,
-                method: &r.method,
+            .zip(&named)
+            .map(|(r, (op, method))| JsonRecord {
+                op,
+                method,
+                trunc: &r.method,
                 n: r.n,
                 seconds: r.seconds,
                 bytes_total: r.bytes_total,
