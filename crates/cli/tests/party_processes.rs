@@ -33,7 +33,7 @@ fn processes_and_threads_agree() {
             "mul,matmul,less",
             "--n",
             "4096",
-            "--method",
+            "--trunc",
             "both",
             "--repeat",
             "1",
