@@ -72,7 +72,7 @@ fn processes_and_threads_agree() {
             sorted(&p["bytes_per_party"]),
             "{} {}",
             t["op"],
-            t["method"]
+            t["trunc"]
         );
         assert_eq!(t["rounds"], p["rounds"]);
         assert!(p["max_abs_err"].as_f64().unwrap() < 1e-3, "{p}");
