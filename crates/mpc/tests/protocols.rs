@@ -521,8 +521,10 @@ fn malformed_messages_are_errors_not_panics() {
         b.send(2, vec![0; 16]).unwrap();
         let _ = b.recv(2);
         let _ = b.recv(0);
-        b.send(2, vec![1, 2, 3]).unwrap();
-        b.send(0, vec![1, 2, 3]).unwrap();
+        // Whichever honest party reads the short frame first fails and hangs up, so the
+        // second send may find its link already closed: that is fine, not a test failure.
+        let _ = b.send(2, vec![1, 2, 3]);
+        let _ = b.send(0, vec![1, 2, 3]);
         (h0.join().unwrap(), h2.join().unwrap())
     });
     let msg = format!("{:?} / {:?}", res.0, res.1);
