@@ -1,10 +1,44 @@
-//! Layers shared by the architectures: plain structs holding their parameters, each with a
-//! `forward`. `load` reads flax-named parameters (`<prefix>.kernel`, `.bias`, `.scale`,
-//! `.embedding`) in the internal layout; other naming schemes build the structs directly.
+//! The layers both model families are built from (CipherDM's flax U-Net and the Stable Diffusion
+//! family): plain structs holding their parameters, each with a `forward`. A layer reads its
+//! parameters as `<prefix>.<name>` in the internal layout (dense kernels (in, out), conv kernels
+//! (out, in, kh, kw)); only the names differ between checkpoint conventions, see [`Naming`].
 
 use crate::{Backend, ConvSpec, Error, ParamSource, Result};
 
-fn join(prefix: &str, name: &str) -> String {
+/// How a checkpoint names a layer's parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Naming {
+    /// flax (CipherDM): `kernel`, `bias`; norms `scale`, `bias`; embedding tables `embedding`.
+    Flax,
+    /// PyTorch (diffusers, CLIP): `weight` and `bias` everywhere.
+    Diffusers,
+}
+
+impl Naming {
+    fn kernel(self) -> &'static str {
+        match self {
+            Naming::Flax => "kernel",
+            Naming::Diffusers => "weight",
+        }
+    }
+
+    fn norm_scale(self) -> &'static str {
+        match self {
+            Naming::Flax => "scale",
+            Naming::Diffusers => "weight",
+        }
+    }
+
+    fn embedding(self) -> &'static str {
+        match self {
+            Naming::Flax => "embedding",
+            Naming::Diffusers => "weight",
+        }
+    }
+}
+
+/// `prefix.name`, or `name` when the prefix is empty.
+pub fn join(prefix: &str, name: impl std::fmt::Display) -> String {
     if prefix.is_empty() {
         name.to_string()
     } else {
@@ -12,7 +46,7 @@ fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-/// A 2-D convolution: kernel (out, in, kh, kw), optional bias (out,).
+/// A 2-D convolution: kernel (out, in, kh, kw), bias (out,).
 pub struct Conv2d<B: Backend> {
     pub weight: B::Param,
     pub bias: Option<B::Param>,
@@ -22,17 +56,34 @@ pub struct Conv2d<B: Backend> {
 impl<B: Backend> Conv2d<B> {
     pub fn load(
         b: &B,
-        src: &mut impl ParamSource<B>,
+        src: &mut dyn ParamSource<B>,
+        naming: Naming,
         prefix: &str,
         (cin, cout): (usize, usize),
         kernel: usize,
         spec: ConvSpec,
     ) -> Result<Self> {
         Ok(Conv2d {
-            weight: src.param(b, &join(prefix, "kernel"), &[cout, cin, kernel, kernel])?,
+            weight: src.param(
+                b,
+                &join(prefix, naming.kernel()),
+                &[cout, cin, kernel, kernel],
+            )?,
             bias: Some(src.param(b, &join(prefix, "bias"), &[cout])?),
             spec,
         })
+    }
+
+    /// A stride-1 convolution that keeps the spatial size (an odd `kernel`, padded by k / 2).
+    pub fn load_same(
+        b: &B,
+        src: &mut dyn ParamSource<B>,
+        naming: Naming,
+        prefix: &str,
+        channels: (usize, usize),
+        kernel: usize,
+    ) -> Result<Self> {
+        Self::load(b, src, naming, prefix, channels, kernel, ConvSpec::same(1))
     }
 
     pub fn forward(&self, b: &B, x: &B::Tensor) -> Result<B::Tensor> {
@@ -50,14 +101,19 @@ pub struct ConvTranspose2d<B: Backend> {
 impl<B: Backend> ConvTranspose2d<B> {
     pub fn load(
         b: &B,
-        src: &mut impl ParamSource<B>,
+        src: &mut dyn ParamSource<B>,
+        naming: Naming,
         prefix: &str,
         (cin, cout): (usize, usize),
         kernel: usize,
         spec: ConvSpec,
     ) -> Result<Self> {
         Ok(ConvTranspose2d {
-            weight: src.param(b, &join(prefix, "kernel"), &[cout, cin, kernel, kernel])?,
+            weight: src.param(
+                b,
+                &join(prefix, naming.kernel()),
+                &[cout, cin, kernel, kernel],
+            )?,
             bias: Some(src.param(b, &join(prefix, "bias"), &[cout])?),
             spec,
         })
@@ -68,7 +124,8 @@ impl<B: Backend> ConvTranspose2d<B> {
     }
 }
 
-/// `x @ weight + bias`, weight (in, out).
+/// `x @ weight + bias`, weight (in, out) internally (diffusers files store (out, in); the weight
+/// loader transposes).
 pub struct Linear<B: Backend> {
     pub weight: B::Param,
     pub bias: Option<B::Param>,
@@ -77,26 +134,33 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     pub fn load(
         b: &B,
-        src: &mut impl ParamSource<B>,
+        src: &mut dyn ParamSource<B>,
+        naming: Naming,
         prefix: &str,
         (din, dout): (usize, usize),
+        bias: bool,
     ) -> Result<Self> {
         Ok(Linear {
-            weight: src.param(b, &join(prefix, "kernel"), &[din, dout])?,
-            bias: Some(src.param(b, &join(prefix, "bias"), &[dout])?),
+            weight: src.param(b, &join(prefix, naming.kernel()), &[din, dout])?,
+            bias: if bias {
+                Some(src.param(b, &join(prefix, "bias"), &[dout])?)
+            } else {
+                None
+            },
         })
     }
 
-    /// An embedding table (classes, dim) used as a bias-free dense layer on one-hot rows, so that
-    /// a secret label selects its row without anyone learning which.
+    /// An embedding table (rows, dim) used as a bias-free dense layer on one-hot rows, so that
+    /// a secret label or token selects its row without anyone learning which.
     pub fn load_embedding(
         b: &B,
-        src: &mut impl ParamSource<B>,
+        src: &mut dyn ParamSource<B>,
+        naming: Naming,
         prefix: &str,
-        (classes, dim): (usize, usize),
+        (rows, dim): (usize, usize),
     ) -> Result<Self> {
         Ok(Linear {
-            weight: src.param(b, &join(prefix, "embedding"), &[classes, dim])?,
+            weight: src.param(b, &join(prefix, naming.embedding()), &[rows, dim])?,
             bias: None,
         })
     }
@@ -117,7 +181,8 @@ pub struct GroupNorm<B: Backend> {
 impl<B: Backend> GroupNorm<B> {
     pub fn load(
         b: &B,
-        src: &mut impl ParamSource<B>,
+        src: &mut dyn ParamSource<B>,
+        naming: Naming,
         prefix: &str,
         channels: usize,
         groups: usize,
@@ -129,7 +194,7 @@ impl<B: Backend> GroupNorm<B> {
             )));
         }
         Ok(GroupNorm {
-            scale: src.param(b, &join(prefix, "scale"), &[channels])?,
+            scale: src.param(b, &join(prefix, naming.norm_scale()), &[channels])?,
             bias: src.param(b, &join(prefix, "bias"), &[channels])?,
             groups,
             eps,
@@ -138,6 +203,34 @@ impl<B: Backend> GroupNorm<B> {
 
     pub fn forward(&self, b: &B, x: &B::Tensor) -> Result<B::Tensor> {
         b.group_norm(x, self.groups, &self.scale, &self.bias, self.eps)
+    }
+}
+
+/// LayerNorm over the last axis with a learned scale and bias.
+pub struct LayerNorm<B: Backend> {
+    pub scale: B::Param,
+    pub bias: B::Param,
+    pub eps: f32,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    pub fn load(
+        b: &B,
+        src: &mut dyn ParamSource<B>,
+        naming: Naming,
+        prefix: &str,
+        dim: usize,
+        eps: f32,
+    ) -> Result<Self> {
+        Ok(LayerNorm {
+            scale: src.param(b, &join(prefix, naming.norm_scale()), &[dim])?,
+            bias: src.param(b, &join(prefix, "bias"), &[dim])?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, b: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        b.layer_norm(x, &self.scale, &self.bias, self.eps)
     }
 }
 

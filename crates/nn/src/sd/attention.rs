@@ -2,7 +2,8 @@
 //! Transformer2D block of the U-Net (self-attention, cross-attention to the text, GEGLU
 //! feed-forward) and the single-head spatial attention of the VAE's mid block.
 
-use super::layers::{conv1x1, join, Conv2d, GroupNorm, LayerNorm, Linear};
+use crate::layers::Naming::Diffusers;
+use crate::layers::{join, Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::{Backend, ParamSource, Result};
 
 /// diffusers' `Attention` (and CLIP's, with other projection names): project, split into heads,
@@ -44,10 +45,38 @@ impl<B: Backend> MultiHeadAttention<B> {
         };
         let p = |n: &str| join(prefix, n);
         Ok(MultiHeadAttention {
-            q: Linear::new(backend, src, &p(names[0]), s.query_dim, inner, s.qkv_bias)?,
-            k: Linear::new(backend, src, &p(names[1]), s.context_dim, inner, s.qkv_bias)?,
-            v: Linear::new(backend, src, &p(names[2]), s.context_dim, inner, s.qkv_bias)?,
-            out: Linear::new(backend, src, &p(names[3]), inner, s.query_dim, true)?,
+            q: Linear::load(
+                backend,
+                src,
+                Diffusers,
+                &p(names[0]),
+                (s.query_dim, inner),
+                s.qkv_bias,
+            )?,
+            k: Linear::load(
+                backend,
+                src,
+                Diffusers,
+                &p(names[1]),
+                (s.context_dim, inner),
+                s.qkv_bias,
+            )?,
+            v: Linear::load(
+                backend,
+                src,
+                Diffusers,
+                &p(names[2]),
+                (s.context_dim, inner),
+                s.qkv_bias,
+            )?,
+            out: Linear::load(
+                backend,
+                src,
+                Diffusers,
+                &p(names[3]),
+                (inner, s.query_dim),
+                true,
+            )?,
             heads: s.heads,
             causal: s.causal,
         })
@@ -113,15 +142,22 @@ impl<B: Backend> FeedForward<B> {
     ) -> Result<Self> {
         let inner = 4 * dim;
         Ok(FeedForward {
-            proj: Linear::new(
+            proj: Linear::load(
                 backend,
                 src,
+                Diffusers,
                 &join(prefix, "net.0.proj"),
-                dim,
-                2 * inner,
+                (dim, 2 * inner),
                 true,
             )?,
-            out: Linear::new(backend, src, &join(prefix, "net.2"), inner, dim, true)?,
+            out: Linear::load(
+                backend,
+                src,
+                Diffusers,
+                &join(prefix, "net.2"),
+                (inner, dim),
+                true,
+            )?,
             inner,
         })
     }
@@ -165,9 +201,9 @@ impl<B: Backend> BasicTransformerBlock<B> {
             clip_names: false,
         };
         Ok(BasicTransformerBlock {
-            norm1: LayerNorm::new(backend, src, &p("norm1"), dim, 1e-5)?,
+            norm1: LayerNorm::load(backend, src, Diffusers, &p("norm1"), dim, 1e-5)?,
             attn1: MultiHeadAttention::new(backend, src, &p("attn1"), spec)?,
-            norm2: LayerNorm::new(backend, src, &p("norm2"), dim, 1e-5)?,
+            norm2: LayerNorm::load(backend, src, Diffusers, &p("norm2"), dim, 1e-5)?,
             attn2: MultiHeadAttention::new(
                 backend,
                 src,
@@ -177,7 +213,7 @@ impl<B: Backend> BasicTransformerBlock<B> {
                     ..spec
                 },
             )?,
-            norm3: LayerNorm::new(backend, src, &p("norm3"), dim, 1e-5)?,
+            norm3: LayerNorm::load(backend, src, Diffusers, &p("norm3"), dim, 1e-5)?,
             ff: FeedForward::new(backend, src, &p("ff"), dim)?,
         })
     }
@@ -238,14 +274,28 @@ impl<B: Backend> Transformer2dModel<B> {
         let c = s.channels;
         let mut proj = |name: &str| -> Result<Projection<B>> {
             Ok(if s.linear_projection {
-                Projection::Linear(Linear::new(backend, src, &p(name), c, c, true)?)
+                Projection::Linear(Linear::load(
+                    backend,
+                    src,
+                    Diffusers,
+                    &p(name),
+                    (c, c),
+                    true,
+                )?)
             } else {
-                Projection::Conv(conv1x1(backend, src, &p(name), c, c)?)
+                Projection::Conv(Conv2d::load_same(
+                    backend,
+                    src,
+                    Diffusers,
+                    &p(name),
+                    (c, c),
+                    1,
+                )?)
             })
         };
         let proj_in = proj("proj_in")?;
         let proj_out = proj("proj_out")?;
-        let norm = GroupNorm::new(backend, src, &p("norm"), s.groups, c, 1e-6)?;
+        let norm = GroupNorm::load(backend, src, Diffusers, &p("norm"), c, s.groups, 1e-6)?;
         let blocks = (0..s.layers)
             .map(|i| {
                 BasicTransformerBlock::new(
@@ -309,12 +359,13 @@ impl<B: Backend> SpatialSelfAttention<B> {
         eps: f32,
     ) -> Result<Self> {
         Ok(SpatialSelfAttention {
-            norm: GroupNorm::new(
+            norm: GroupNorm::load(
                 backend,
                 src,
+                Diffusers,
                 &join(prefix, "group_norm"),
-                groups,
                 channels,
+                groups,
                 eps,
             )?,
             attn: MultiHeadAttention::new(

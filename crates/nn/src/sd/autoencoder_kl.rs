@@ -4,8 +4,10 @@
 
 use super::attention::SpatialSelfAttention;
 use super::config::AutoencoderKLConfig;
-use super::layers::{conv1x1, conv3x3, join, Conv2d, Downsample2d, GroupNorm, Upsample2d};
+use super::resample::{Downsample2d, Upsample2d};
 use super::resnet::{ResnetBlock2d, ResnetSpec};
+use crate::layers::Naming::Diffusers;
+use crate::layers::{join, Conv2d, GroupNorm};
 use crate::{Backend, ParamSource, Result};
 
 /// The VAE's norms use eps 1e-6, as diffusers does.
@@ -98,7 +100,14 @@ impl<B: Backend> Encoder<B> {
         let p = |n: &str| join(prefix, n);
         let boc = &c.block_out_channels;
         let g = c.norm_num_groups;
-        let conv_in = conv3x3(backend, src, &p("conv_in"), c.in_channels, boc[0])?;
+        let conv_in = Conv2d::load_same(
+            backend,
+            src,
+            Diffusers,
+            &p("conv_in"),
+            (c.in_channels, boc[0]),
+            3,
+        )?;
         let mut down = vec![];
         let mut out_ch = boc[0];
         for (i, &ch) in boc.iter().enumerate() {
@@ -124,8 +133,23 @@ impl<B: Backend> Encoder<B> {
             conv_in,
             down,
             mid: MidBlock::new(backend, src, &p("mid_block"), top, g)?,
-            norm_out: GroupNorm::new(backend, src, &p("conv_norm_out"), g, top, VAE_EPS)?,
-            conv_out: conv3x3(backend, src, &p("conv_out"), top, 2 * c.latent_channels)?,
+            norm_out: GroupNorm::load(
+                backend,
+                src,
+                Diffusers,
+                &p("conv_norm_out"),
+                top,
+                g,
+                VAE_EPS,
+            )?,
+            conv_out: Conv2d::load_same(
+                backend,
+                src,
+                Diffusers,
+                &p("conv_out"),
+                (top, 2 * c.latent_channels),
+                3,
+            )?,
         })
     }
 
@@ -163,7 +187,14 @@ impl<B: Backend> Decoder<B> {
         let p = |n: &str| join(prefix, n);
         let rev: Vec<usize> = c.block_out_channels.iter().rev().copied().collect();
         let g = c.norm_num_groups;
-        let conv_in = conv3x3(backend, src, &p("conv_in"), c.latent_channels, rev[0])?;
+        let conv_in = Conv2d::load_same(
+            backend,
+            src,
+            Diffusers,
+            &p("conv_in"),
+            (c.latent_channels, rev[0]),
+            3,
+        )?;
         let mid = MidBlock::new(backend, src, &p("mid_block"), rev[0], g)?;
         let mut up = vec![];
         let mut out_ch = rev[0];
@@ -189,8 +220,23 @@ impl<B: Backend> Decoder<B> {
             conv_in,
             mid,
             up,
-            norm_out: GroupNorm::new(backend, src, &p("conv_norm_out"), g, bottom, VAE_EPS)?,
-            conv_out: conv3x3(backend, src, &p("conv_out"), bottom, c.out_channels)?,
+            norm_out: GroupNorm::load(
+                backend,
+                src,
+                Diffusers,
+                &p("conv_norm_out"),
+                bottom,
+                g,
+                VAE_EPS,
+            )?,
+            conv_out: Conv2d::load_same(
+                backend,
+                src,
+                Diffusers,
+                &p("conv_out"),
+                (bottom, c.out_channels),
+                3,
+            )?,
         })
     }
 
@@ -238,14 +284,21 @@ impl<B: Backend> AutoencoderKL<B> {
         let encoder = match parts {
             VaeParts::Both => Some((
                 Encoder::new(backend, src, &p("encoder"), config)?,
-                conv1x1(backend, src, &p("quant_conv"), 2 * l, 2 * l)?,
+                Conv2d::load_same(backend, src, Diffusers, &p("quant_conv"), (2 * l, 2 * l), 1)?,
             )),
             VaeParts::DecoderOnly => None,
         };
         Ok(AutoencoderKL {
             config: config.clone(),
             encoder,
-            post_quant_conv: conv1x1(backend, src, &p("post_quant_conv"), l, l)?,
+            post_quant_conv: Conv2d::load_same(
+                backend,
+                src,
+                Diffusers,
+                &p("post_quant_conv"),
+                (l, l),
+                1,
+            )?,
             decoder: Decoder::new(backend, src, &p("decoder"), config)?,
         })
     }

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::layers::{Conv2d, Linear};
+use crate::layers::Naming::Diffusers;
+use crate::layers::{Conv2d, Linear};
 use crate::{Backend, ConvSpec, Padding, ParamSource, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,12 +49,19 @@ impl<B: Backend> MnistClassifier<B> {
         let flat = cc * side * side;
         Ok(MnistClassifier {
             convs: [
-                Conv2d::new(backend, src, "conv1", (1, a, 3), pad)?,
-                Conv2d::new(backend, src, "conv2", (a, bb, 3), down)?,
-                Conv2d::new(backend, src, "conv3", (bb, cc, 3), down)?,
+                Conv2d::load(backend, src, Diffusers, "conv1", (1, a), 3, pad)?,
+                Conv2d::load(backend, src, Diffusers, "conv2", (a, bb), 3, down)?,
+                Conv2d::load(backend, src, Diffusers, "conv3", (bb, cc), 3, down)?,
             ],
-            fc1: Linear::new(backend, src, "fc1", flat, c.features, true)?,
-            fc2: Linear::new(backend, src, "fc2", c.features, c.classes, true)?,
+            fc1: Linear::load(backend, src, Diffusers, "fc1", (flat, c.features), true)?,
+            fc2: Linear::load(
+                backend,
+                src,
+                Diffusers,
+                "fc2",
+                (c.features, c.classes),
+                true,
+            )?,
             flat,
         })
     }

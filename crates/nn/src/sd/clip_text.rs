@@ -4,7 +4,8 @@
 
 use super::attention::{dims3, AttentionSpec, MultiHeadAttention};
 use super::config::{Activation, ClipTextConfig};
-use super::layers::{join, LayerNorm, Linear};
+use crate::layers::Naming::Diffusers;
+use crate::layers::{join, LayerNorm, Linear};
 use crate::{Backend, ParamSource, Result};
 
 struct EncoderLayer<B: Backend> {
@@ -51,7 +52,14 @@ impl<B: Backend> ClipTextTransformer<B> {
                 let lp = p(&format!("encoder.layers.{i}"));
                 let q = |n: &str| join(&lp, n);
                 Ok(EncoderLayer {
-                    layer_norm1: LayerNorm::new(backend, src, &q("layer_norm1"), d, eps)?,
+                    layer_norm1: LayerNorm::load(
+                        backend,
+                        src,
+                        Diffusers,
+                        &q("layer_norm1"),
+                        d,
+                        eps,
+                    )?,
                     self_attn: MultiHeadAttention::new(
                         backend,
                         src,
@@ -66,9 +74,30 @@ impl<B: Backend> ClipTextTransformer<B> {
                             clip_names: true,
                         },
                     )?,
-                    layer_norm2: LayerNorm::new(backend, src, &q("layer_norm2"), d, eps)?,
-                    fc1: Linear::new(backend, src, &q("mlp.fc1"), d, c.intermediate_size, true)?,
-                    fc2: Linear::new(backend, src, &q("mlp.fc2"), c.intermediate_size, d, true)?,
+                    layer_norm2: LayerNorm::load(
+                        backend,
+                        src,
+                        Diffusers,
+                        &q("layer_norm2"),
+                        d,
+                        eps,
+                    )?,
+                    fc1: Linear::load(
+                        backend,
+                        src,
+                        Diffusers,
+                        &q("mlp.fc1"),
+                        (d, c.intermediate_size),
+                        true,
+                    )?,
+                    fc2: Linear::load(
+                        backend,
+                        src,
+                        Diffusers,
+                        &q("mlp.fc2"),
+                        (c.intermediate_size, d),
+                        true,
+                    )?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -77,7 +106,14 @@ impl<B: Backend> ClipTextTransformer<B> {
             token_embedding,
             position_embedding,
             layers,
-            final_layer_norm: LayerNorm::new(backend, src, &p("final_layer_norm"), d, eps)?,
+            final_layer_norm: LayerNorm::load(
+                backend,
+                src,
+                Diffusers,
+                &p("final_layer_norm"),
+                d,
+                eps,
+            )?,
         })
     }
 

@@ -1,7 +1,8 @@
 //! diffusers' `ResnetBlock2D`: GroupNorm, SiLU, conv, (+ projected time embedding), GroupNorm,
 //! SiLU, conv, plus a 1x1-conv shortcut when the channel count changes.
 
-use super::layers::{conv1x1, conv3x3, join, Conv2d, GroupNorm, Linear};
+use crate::layers::Naming::Diffusers;
+use crate::layers::{join, Conv2d, GroupNorm, Linear};
 use crate::{Backend, ParamSource, Result};
 
 pub struct ResnetBlock2d<B: Backend> {
@@ -34,23 +35,46 @@ impl<B: Backend> ResnetBlock2d<B> {
         let (cin, cout) = (spec.in_channels, spec.out_channels);
         let p = |n: &str| join(prefix, n);
         Ok(ResnetBlock2d {
-            norm1: GroupNorm::new(backend, src, &p("norm1"), spec.groups, cin, spec.eps)?,
-            conv1: conv3x3(backend, src, &p("conv1"), cin, cout)?,
+            norm1: GroupNorm::load(
+                backend,
+                src,
+                Diffusers,
+                &p("norm1"),
+                cin,
+                spec.groups,
+                spec.eps,
+            )?,
+            conv1: Conv2d::load_same(backend, src, Diffusers, &p("conv1"), (cin, cout), 3)?,
             time_emb_proj: match spec.temb_channels {
-                Some(t) => Some(Linear::new(
+                Some(t) => Some(Linear::load(
                     backend,
                     src,
+                    Diffusers,
                     &p("time_emb_proj"),
-                    t,
-                    cout,
+                    (t, cout),
                     true,
                 )?),
                 None => None,
             },
-            norm2: GroupNorm::new(backend, src, &p("norm2"), spec.groups, cout, spec.eps)?,
-            conv2: conv3x3(backend, src, &p("conv2"), cout, cout)?,
+            norm2: GroupNorm::load(
+                backend,
+                src,
+                Diffusers,
+                &p("norm2"),
+                cout,
+                spec.groups,
+                spec.eps,
+            )?,
+            conv2: Conv2d::load_same(backend, src, Diffusers, &p("conv2"), (cout, cout), 3)?,
             conv_shortcut: if cin != cout {
-                Some(conv1x1(backend, src, &p("conv_shortcut"), cin, cout)?)
+                Some(Conv2d::load_same(
+                    backend,
+                    src,
+                    Diffusers,
+                    &p("conv_shortcut"),
+                    (cin, cout),
+                    1,
+                )?)
             } else {
                 None
             },

@@ -4,8 +4,10 @@
 
 use super::attention::{dims4, Transformer2dModel, TransformerSpec};
 use super::config::{DownBlockType, UNet2DConditionConfig, UpBlockType};
-use super::layers::{conv3x3, join, Conv2d, Downsample2d, GroupNorm, Linear, Upsample2d};
+use super::resample::{Downsample2d, Upsample2d};
 use super::resnet::{ResnetBlock2d, ResnetSpec};
+use crate::layers::Naming::Diffusers;
+use crate::layers::{join, Conv2d, GroupNorm, Linear};
 use crate::{Backend, ParamSource, Result};
 
 /// Sinusoidal timestep features as diffusers' `Timesteps(dim, flip_sin_to_cos=True,
@@ -92,21 +94,28 @@ impl<B: Backend> UNet2DConditionModel<B> {
             linear_projection: c.use_linear_projection,
         };
 
-        let conv_in = conv3x3(backend, src, &p("conv_in"), c.in_channels, boc[0])?;
-        let time_linear_1 = Linear::new(
+        let conv_in = Conv2d::load_same(
             backend,
             src,
+            Diffusers,
+            &p("conv_in"),
+            (c.in_channels, boc[0]),
+            3,
+        )?;
+        let time_linear_1 = Linear::load(
+            backend,
+            src,
+            Diffusers,
             &p("time_embedding.linear_1"),
-            boc[0],
-            temb_dim,
+            (boc[0], temb_dim),
             true,
         )?;
-        let time_linear_2 = Linear::new(
+        let time_linear_2 = Linear::load(
             backend,
             src,
+            Diffusers,
             &p("time_embedding.linear_2"),
-            temb_dim,
-            temb_dim,
+            (temb_dim, temb_dim),
             true,
         )?;
 
@@ -204,15 +213,23 @@ impl<B: Backend> UNet2DConditionModel<B> {
             up_blocks.push(block);
         }
 
-        let norm_out = GroupNorm::new(
+        let norm_out = GroupNorm::load(
             backend,
             src,
+            Diffusers,
             &p("conv_norm_out"),
-            c.norm_num_groups,
             boc[0],
+            c.norm_num_groups,
             c.norm_eps,
         )?;
-        let conv_out = conv3x3(backend, src, &p("conv_out"), boc[0], c.out_channels)?;
+        let conv_out = Conv2d::load_same(
+            backend,
+            src,
+            Diffusers,
+            &p("conv_out"),
+            (boc[0], c.out_channels),
+            3,
+        )?;
         Ok(UNet2DConditionModel {
             config: c.clone(),
             conv_in,

@@ -1,6 +1,7 @@
 //! The U-Net's blocks: the residual block (with time and class bias and optional attention) and
 //! the single-head self-attention block, as CipherDM's flax code defines them.
 
+use crate::layers::Naming::Flax;
 use crate::layers::{Activation, Conv2d, GroupNorm, Linear};
 use crate::{Backend, ConvSpec, ParamSource, Result};
 
@@ -23,10 +24,19 @@ impl<B: Backend> AttentionBlock<B> {
         eps: f32,
     ) -> Result<Self> {
         Ok(AttentionBlock {
-            norm: GroupNorm::load(b, src, &format!("{prefix}.norm"), channels, groups, eps)?,
+            norm: GroupNorm::load(
+                b,
+                src,
+                Flax,
+                &format!("{prefix}.norm"),
+                channels,
+                groups,
+                eps,
+            )?,
             to_qkv: Conv2d::load(
                 b,
                 src,
+                Flax,
                 &format!("{prefix}.to_qkv"),
                 (channels, 3 * channels),
                 1,
@@ -35,6 +45,7 @@ impl<B: Backend> AttentionBlock<B> {
             to_out: Conv2d::load(
                 b,
                 src,
+                Flax,
                 &format!("{prefix}.to_out"),
                 (channels, channels),
                 1,
@@ -104,17 +115,43 @@ impl<B: Backend> ResidualBlock<B> {
         let (cin, cout) = (spec.in_channels, spec.out_channels);
         let p = |name: &str| format!("{prefix}.{name}");
         Ok(ResidualBlock {
-            norm_1: GroupNorm::load(b, src, &p("GroupNorm_0"), cin, spec.groups, spec.eps)?,
-            conv_1: Conv2d::load(b, src, &p("Conv_0"), (cin, cout), 3, ConvSpec::same(1))?,
-            time_bias: Linear::load(b, src, &p("Dense_0"), (spec.time_emb_dim, cout))?,
+            norm_1: GroupNorm::load(b, src, Flax, &p("GroupNorm_0"), cin, spec.groups, spec.eps)?,
+            conv_1: Conv2d::load(
+                b,
+                src,
+                Flax,
+                &p("Conv_0"),
+                (cin, cout),
+                3,
+                ConvSpec::same(1),
+            )?,
+            time_bias: Linear::load(b, src, Flax, &p("Dense_0"), (spec.time_emb_dim, cout), true)?,
             class_bias: spec
                 .num_classes
-                .map(|k| Linear::load_embedding(b, src, &p("Embed_0"), (k, cout)))
+                .map(|k| Linear::load_embedding(b, src, Flax, &p("Embed_0"), (k, cout)))
                 .transpose()?,
-            norm_2: GroupNorm::load(b, src, &p("GroupNorm_1"), cout, spec.groups, spec.eps)?,
-            conv_2: Conv2d::load(b, src, &p("Conv_1"), (cout, cout), 3, ConvSpec::same(1))?,
+            norm_2: GroupNorm::load(b, src, Flax, &p("GroupNorm_1"), cout, spec.groups, spec.eps)?,
+            conv_2: Conv2d::load(
+                b,
+                src,
+                Flax,
+                &p("Conv_1"),
+                (cout, cout),
+                3,
+                ConvSpec::same(1),
+            )?,
             skip: (cin != cout)
-                .then(|| Conv2d::load(b, src, &p("Conv_2"), (cin, cout), 1, ConvSpec::same(1)))
+                .then(|| {
+                    Conv2d::load(
+                        b,
+                        src,
+                        Flax,
+                        &p("Conv_2"),
+                        (cin, cout),
+                        1,
+                        ConvSpec::same(1),
+                    )
+                })
                 .transpose()?,
             attention: spec
                 .attention

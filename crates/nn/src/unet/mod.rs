@@ -12,6 +12,7 @@ pub use blocks::{AttentionBlock, Conditioning, ResidualBlock, ResidualSpec};
 pub use config::UNetConfig;
 pub use embedding::{one_hot, timestep_features};
 
+use crate::layers::Naming::Flax;
 use crate::layers::{Activation, Conv2d, ConvTranspose2d, GroupNorm, Linear};
 use crate::{Backend, ConvSpec, Error, ParamSource, Result};
 
@@ -62,17 +63,27 @@ impl<B: Backend> UNet<B> {
             activation: c.activation,
         };
         let time_mlp = (
-            Linear::load(b, src, "time_mlp.layers_1", (base, c.time_emb_dim))?,
             Linear::load(
                 b,
                 src,
+                Flax,
+                "time_mlp.layers_1",
+                (base, c.time_emb_dim),
+                true,
+            )?,
+            Linear::load(
+                b,
+                src,
+                Flax,
                 "time_mlp.layers_3",
                 (c.time_emb_dim, c.time_emb_dim),
+                true,
             )?,
         );
         let init_conv = Conv2d::load(
             b,
             src,
+            Flax,
             "init_conv",
             (c.img_channels, base),
             3,
@@ -102,6 +113,7 @@ impl<B: Backend> UNet<B> {
                 downs.push(DownBlock::Downsample(Conv2d::load(
                     b,
                     src,
+                    Flax,
                     &prefix,
                     (now, now),
                     3,
@@ -134,6 +146,7 @@ impl<B: Backend> UNet<B> {
                 ups.push(UpBlock::Upsample(ConvTranspose2d::load(
                     b,
                     src,
+                    Flax,
                     &prefix,
                     (now, now),
                     3,
@@ -142,10 +155,11 @@ impl<B: Backend> UNet<B> {
             }
         }
         debug_assert!(skips.is_empty());
-        let out_norm = GroupNorm::load(b, src, "out_norm", now, c.norm_groups, c.norm_eps)?;
+        let out_norm = GroupNorm::load(b, src, Flax, "out_norm", now, c.norm_groups, c.norm_eps)?;
         let out_conv = Conv2d::load(
             b,
             src,
+            Flax,
             "out_conv",
             (now, c.img_channels),
             3,
