@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use nn::sd::pipeline::{ModelFiles, SampleOptions, TextToImage};
+use diffusion::{SampleOptions, TextToImage};
+use nn::sd::model_files::ModelFiles;
 use nn::{Plain, PlainTensor};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};

@@ -11,7 +11,8 @@ use crate::{Error, NoiseSource, Result, Schedule};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Spacing {
-    /// Every (T / steps)-th timestep: 1, 1 + c, 1 + 2c, ... (CipherDM's `uniform`).
+    /// Every (T / steps)-th timestep: 1, 1 + c, 1 + 2c, ... (CipherDM's `uniform`; also
+    /// diffusers' "leading" spacing with `steps_offset = 1`, as Stable Diffusion uses it).
     Uniform,
     /// floor(linspace(0, sqrt(0.8 T), steps)^2) + 1 (CipherDM's `quad`).
     Quadratic,

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::Var;
-use nn::sd::pipeline::{scaling_factor, SampleOptions, TextToImage};
+use diffusion::{SampleOptions, TextToImage};
+use nn::sd::model_files::scaling_factor;
 use nn::sd::tokenizer::{prompt_for, TEMPLATES};
 use nn::sd::weights::WeightsFile;
 use nn::sd::{
@@ -138,7 +139,8 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<FitReport> {
             &model.vae,
             VaeParts::DecoderOnly,
         )?;
-        let pipe = TextToImage::from_parts(model.clone(), tokenizer, text, unet, decoder, scale)?;
+        let pipe = TextToImage::from_parts(model.clone(), tokenizer, text, unet, decoder, scale)
+            .map_err(sampling_error)?;
         let k = h.preview_per_digit;
         preview(
             &b,
@@ -148,6 +150,14 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<FitReport> {
         )?;
     }
     Ok(report)
+}
+
+/// A sampling failure as a model error (the trainer reports `nn` errors).
+fn sampling_error(e: diffusion::Error) -> nn::Error {
+    match e {
+        diffusion::Error::Model(e) => e,
+        other => nn::Error::Backend(Box::new(other)),
+    }
 }
 
 /// A grid with one row per digit ("a handwritten {d}"), `per_digit` samples each, 50 DDIM steps
@@ -168,6 +178,8 @@ pub fn preview(
         steps: 50,
         guidance: 7.5,
     };
-    let imgs = pipe.sample(b, &prompts, &noise, opts, |_| {})?;
+    let imgs = pipe
+        .sample(b, &prompts, &noise, opts, |_| {})
+        .map_err(sampling_error)?;
     nn::sd::grid::write_grid(path, &values(&imgs)?, c.image_size, per_digit)
 }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::Var;
-use nn::sd::pipeline::{ModelFiles, SampleOptions, TextToImage};
+use diffusion::{SampleOptions, TextToImage};
+use nn::sd::model_files::ModelFiles;
 use nn::sd::weights::save_atomic;
 use nn::sd::{
     AutoencoderKL, ClipTextTransformer, MnistClassifier, StableDiffusionConfig,

@@ -247,6 +247,19 @@ pub struct SchedulerConfig {
 impl SchedulerConfig {
     /// The cumulative products of (1 - beta) for t = 0..T.
     pub fn alphas_cumprod(&self) -> Result<Vec<f64>> {
+        let mut acc = 1.0;
+        Ok(self
+            .betas()?
+            .iter()
+            .map(|b| {
+                acc *= 1.0 - b;
+                acc
+            })
+            .collect())
+    }
+
+    /// The betas for t = 0..T, as diffusers' `DDPMScheduler` computes them.
+    pub fn betas(&self) -> Result<Vec<f64>> {
         let t = self.num_train_timesteps;
         if t < 2
             || !(0.0 < self.beta_start && self.beta_start < self.beta_end && self.beta_end < 1.0)
@@ -258,7 +271,7 @@ impl SchedulerConfig {
             )));
         }
         let lerp = |a: f64, b: f64, i: usize| a + (b - a) * i as f64 / (t - 1) as f64;
-        let betas: Vec<f64> = match self.beta_schedule.as_str() {
+        Ok(match self.beta_schedule.as_str() {
             "linear" => (0..t)
                 .map(|i| lerp(self.beta_start, self.beta_end, i))
                 .collect(),
@@ -270,15 +283,7 @@ impl SchedulerConfig {
                     "scheduler: unknown beta_schedule `{other}` (linear, scaled_linear)"
                 )))
             }
-        };
-        let mut acc = 1.0;
-        Ok(betas
-            .iter()
-            .map(|b| {
-                acc *= 1.0 - b;
-                acc
-            })
-            .collect())
+        })
     }
 }
 

@@ -10,7 +10,7 @@ pub mod clip_text;
 pub mod config;
 pub mod grid;
 pub mod mnist;
-pub mod pipeline;
+pub mod model_files;
 pub mod resample;
 pub mod resnet;
 pub mod tokenizer;

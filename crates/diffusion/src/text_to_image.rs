@@ -1,0 +1,273 @@
+//! Text to image with a latent diffusion model of the Stable Diffusion family: prompts -> tokens
+//! -> text context; this crate's DDIM over the latent, with classifier-free guidance as a wrapper
+//! of the denoiser closure; the VAE decoder to pixels. Generic over `Backend`, like the models.
+//!
+//! The sampler is diffusers' `DDIMScheduler` as Stable Diffusion configures it: "leading" timestep
+//! spacing with `steps_offset = 1` (our [`Spacing::Uniform`]), eta = 0, no clipping of the
+//! predicted latent, and `set_alpha_to_one = false` (the last step targets alpha_bar[0], as our
+//! DDIM always does). Every coefficient is a public scalar, so under MPC a step is local work on
+//! shares besides the U-Net itself.
+
+use nn::sd::clip_text::{one_hot, ClipTextTransformer};
+use nn::sd::model_files::ModelFiles;
+use nn::sd::{
+    AutoencoderKL, SchedulerConfig, StableDiffusionConfig, UNet2DConditionModel, VaeParts,
+    WordTokenizer,
+};
+use nn::Backend;
+
+use crate::{DdimConfig, Error, Result, Sampler, Schedule, SeededNoise, Spacing};
+
+pub struct TextToImage<B: Backend> {
+    pub config: StableDiffusionConfig,
+    pub tokenizer: WordTokenizer,
+    pub text_encoder: ClipTextTransformer<B>,
+    pub unet: UNet2DConditionModel<B>,
+    pub vae: AutoencoderKL<B>,
+    pub scaling_factor: f32,
+    pub schedule: Schedule,
+}
+
+/// Sampling settings.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleOptions {
+    pub steps: usize,
+    /// Classifier-free guidance scale; 1 means no guidance (and no unconditional branch).
+    pub guidance: f32,
+}
+
+/// The schedule of a model's `[scheduler]` config (betas computed in f64 as diffusers does, then
+/// held in f32 like every other schedule of this crate).
+pub fn schedule_of(config: &SchedulerConfig) -> Result<Schedule> {
+    Schedule::from_betas(config.betas()?.into_iter().map(|b| b as f32).collect())
+}
+
+/// Stable Diffusion's deterministic DDIM with `steps` steps (see the module comment).
+pub fn sd_ddim(steps: usize) -> Sampler {
+    Sampler::Ddim(DdimConfig {
+        steps,
+        eta: 0.0,
+        spacing: Spacing::Uniform,
+        clip_x0: false,
+    })
+}
+
+/// Classifier-free guidance around a U-Net, as a denoiser closure for [`Sampler::sample`]. With
+/// an unconditional context and g != 1, one U-Net call on the batch [x; x] with contexts
+/// [uncond; cond], then `eps_u + g (eps_c - eps_u)`; otherwise the conditional prediction.
+pub fn guided<'a, B: Backend>(
+    b: &'a B,
+    unet: &'a UNet2DConditionModel<B>,
+    cond: &'a B::Tensor,
+    uncond: Option<&'a B::Tensor>,
+    guidance: f32,
+) -> impl FnMut(&B::Tensor, usize) -> nn::Result<B::Tensor> + 'a {
+    move |x, t| {
+        let n = b.shape(x)[0];
+        match uncond {
+            Some(u) if guidance != 1.0 => {
+                let xx = b.concat(&[x, x], 0)?;
+                let ctx = b.concat(&[u, cond], 0)?;
+                let eps = unet.forward(b, &xx, &vec![t as f32; 2 * n], &ctx)?;
+                let eu = b.narrow(&eps, 0, 0, n)?;
+                let ec = b.narrow(&eps, 0, n, n)?;
+                b.add(&eu, &b.scale(&b.sub(&ec, &eu)?, guidance)?)
+            }
+            _ => unet.forward(b, x, &vec![t as f32; n], cond),
+        }
+    }
+}
+
+impl<B: Backend> TextToImage<B> {
+    /// Builds the pipeline from a model directory's files; `make` turns a weight into the
+    /// backend's parameter.
+    pub fn new(
+        backend: &B,
+        files: &ModelFiles,
+        mut make: impl FnMut(&B, &[usize], Vec<f32>) -> nn::Result<B::Param>,
+    ) -> Result<Self> {
+        let c = &files.config;
+        let text_encoder = {
+            let mut src = files.text_encoder.source(&mut make);
+            ClipTextTransformer::new(backend, &mut src, "text_model", &c.text_encoder)?
+        };
+        let unet = {
+            let mut src = files.unet.source(&mut make);
+            UNet2DConditionModel::new(backend, &mut src, "", &c.unet)?
+        };
+        let vae = {
+            let mut src = files.vae.source(&mut make);
+            AutoencoderKL::new(backend, &mut src, "", &c.vae, VaeParts::DecoderOnly)?
+        };
+        Self::from_parts(
+            c.clone(),
+            files.tokenizer.clone(),
+            text_encoder,
+            unet,
+            vae,
+            files.scaling_factor()?,
+        )
+    }
+
+    /// Assembles a pipeline from parts built elsewhere (e.g. while training).
+    pub fn from_parts(
+        config: StableDiffusionConfig,
+        tokenizer: WordTokenizer,
+        text_encoder: ClipTextTransformer<B>,
+        unet: UNet2DConditionModel<B>,
+        vae: AutoencoderKL<B>,
+        scaling_factor: f32,
+    ) -> Result<Self> {
+        let schedule = schedule_of(&config.scheduler)?;
+        Ok(TextToImage {
+            config,
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scaling_factor,
+            schedule,
+        })
+    }
+
+    /// One-hot token rows (N, L, vocab) for prompts, as a public tensor.
+    pub fn tokens(&self, b: &B, prompts: &[String]) -> Result<B::Tensor> {
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.tokenizer.encode(p)).collect();
+        let v = self.config.text_encoder.vocab_size;
+        Ok(b.public(
+            &[prompts.len(), self.tokenizer.max_len(), v],
+            &one_hot(&ids, v)?,
+        )?)
+    }
+
+    /// Images (N, C, H, W) in [-1, 1] for `prompts`, from the client's initial latent noise
+    /// `noise` (N * C * h * w standard normal values); `on_step(i)` after step i (0-based).
+    pub fn sample(
+        &self,
+        b: &B,
+        prompts: &[String],
+        noise: &[f32],
+        opts: SampleOptions,
+        mut on_step: impl FnMut(usize),
+    ) -> Result<B::Tensor> {
+        let n = prompts.len();
+        let (c, s) = (self.config.vae.latent_channels, self.config.latent_size());
+        if noise.len() != n * c * s * s {
+            return Err(Error::Noise(format!(
+                "{} noise values for {n} latents of {c}x{s}x{s}",
+                noise.len()
+            )));
+        }
+        let sampler = sd_ddim(opts.steps);
+        // Check the step count before the text encoder runs.
+        sampler.timesteps(&self.schedule)?;
+        let cond = self.text_encoder.forward(b, &self.tokens(b, prompts)?)?;
+        let uncond = if opts.guidance != 1.0 {
+            let empty = vec![String::new(); n];
+            Some(self.text_encoder.forward(b, &self.tokens(b, &empty)?)?)
+        } else {
+            None
+        };
+        let x_t = b.public(&[n, c, s, s], noise)?;
+        let denoise = guided(b, &self.unet, &cond, uncond.as_ref(), opts.guidance);
+        // Deterministic DDIM (eta = 0) never draws step noise.
+        let mut no_noise = SeededNoise::new(0);
+        let x = sampler.sample(b, &self.schedule, x_t, denoise, &mut no_noise, |step| {
+            on_step(step.done - 1)
+        })?;
+        let z = b.scale(&x, 1.0 / self.scaling_factor)?;
+        Ok(self.vae.decode(b, &z)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nn::{Plain, PlainTensor};
+
+    fn sd_v1_5_scheduler() -> SchedulerConfig {
+        SchedulerConfig {
+            num_train_timesteps: 1000,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            beta_schedule: "scaled_linear".into(),
+        }
+    }
+
+    /// diffusers' `DDIMScheduler` as Stable Diffusion configures it (leading spacing,
+    /// steps_offset 1, eta 0, clip_sample off, set_alpha_to_one off), written out in f64.
+    fn diffusers_ddim(
+        alphas_cumprod: &[f64],
+        steps: usize,
+        x: &[f64],
+        eps: impl Fn(&[f64], usize) -> Vec<f64>,
+    ) -> (Vec<usize>, Vec<f64>) {
+        let ratio = alphas_cumprod.len() / steps;
+        let timesteps: Vec<usize> = (0..steps).rev().map(|i| i * ratio + 1).collect();
+        let final_alpha_cumprod = alphas_cumprod[0];
+        let mut x = x.to_vec();
+        for &t in &timesteps {
+            let e = eps(&x, t);
+            let a = alphas_cumprod[t];
+            let a_prev = t
+                .checked_sub(ratio)
+                .map_or(final_alpha_cumprod, |p| alphas_cumprod[p]);
+            x = x
+                .iter()
+                .zip(&e)
+                .map(|(xi, ei)| {
+                    let x0 = (xi - (1.0 - a).sqrt() * ei) / a.sqrt();
+                    a_prev.sqrt() * x0 + (1.0 - a_prev).sqrt() * ei
+                })
+                .collect();
+        }
+        (timesteps, x)
+    }
+
+    #[test]
+    fn sd_ddim_is_diffusers_ddim_scheduler() {
+        let cfg = sd_v1_5_scheduler();
+        let alphas = cfg.alphas_cumprod().unwrap();
+        let schedule = schedule_of(&cfg).unwrap();
+        for (t, a) in alphas.iter().enumerate() {
+            assert!((schedule.alpha_bars[t] as f64 - a).abs() < 1e-5 * a.max(1e-2));
+        }
+        // A denoiser that depends on x and t, so that every coefficient matters.
+        let eps = |x: &[f64], t: usize| -> Vec<f64> {
+            x.iter()
+                .enumerate()
+                .map(|(i, v)| 0.3 * v + (t as f64 * 0.01 + i as f64).sin())
+                .collect()
+        };
+        let x_t = [0.7, -1.2, 0.05, 2.0, -0.4, 1.1];
+        for steps in [1, 10, 50] {
+            let (want_ts, want) = diffusers_ddim(&alphas, steps, &x_t, eps);
+            let sampler = sd_ddim(steps);
+            assert_eq!(sampler.timesteps(&schedule).unwrap(), want_ts);
+            let x =
+                PlainTensor::new(&[1, 1, 2, 3], x_t.iter().map(|&v| v as f32).collect()).unwrap();
+            let got = sampler
+                .sample(
+                    &Plain,
+                    &schedule,
+                    x,
+                    |x, t| {
+                        let xs: Vec<f64> = x.data().iter().map(|&v| v as f64).collect();
+                        PlainTensor::new(
+                            &[1, 1, 2, 3],
+                            eps(&xs, t).iter().map(|&v| v as f32).collect(),
+                        )
+                    },
+                    &mut SeededNoise::new(0),
+                    |_| {},
+                )
+                .unwrap();
+            for (g, w) in got.data().iter().zip(&want) {
+                assert!(
+                    (*g as f64 - w).abs() < 1e-3 * w.abs().max(1.0),
+                    "{steps} steps: {g} vs diffusers {w}"
+                );
+            }
+        }
+    }
+}
