@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use nn::approx::{Approx, ApproxTensor};
 use nn::sd::mnist::{Digits, SIDE};
 use diffusion::{SampleOptions, TextToImage};
 use nn::sd::model_files::ModelFiles;
@@ -147,33 +148,17 @@ fn classify(net: &MnistClassifier<Plain>, images: &[f32]) -> nn::Result<(Vec<f32
     Ok((feats, labels))
 }
 
-pub fn run(args: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
-    if let EvalMode::Approx = args.mode {
-        return Err(
-            "--mode approx needs the Approx backend, which is not in this build yet".into(),
-        );
-    }
-    if args.samples == 0 || args.batch == 0 {
-        return Err("--samples and --batch must be positive".into());
-    }
-    let start = Instant::now();
-    let dir = resolve_model_dir(&args.model)?;
-    let files = ModelFiles::load(&dir)?;
-    let pipe = TextToImage::new(&Plain, &files, plain_param)?;
-    let classifier = load_classifier(&dir, &files)?;
-    let (_, held_out) = Digits::load(&args.data)?.split()?;
-
-    let (real_feats, real_labels) = classify(&classifier, &held_out.images)?;
-    let classifier_accuracy = real_labels
-        .iter()
-        .zip(&held_out.labels)
-        .filter(|(p, l)| **p == **l as usize)
-        .count() as f64
-        / held_out.len() as f64;
-    let dim = real_feats.len() / held_out.len();
-    let half = held_out.len() / 2 * dim;
-    let fid_floor = frechet_distance(&real_feats[..half], &real_feats[half..2 * half], dim);
-
+/// Generates `args.samples` digits on backend `b` (sample i asks for digit i % 10 with template
+/// (i / 10) % templates, so every digit meets every template); returns the images in [-1, 1]
+/// and the requested digits. `reveal` turns a batch of outputs into f32 values.
+fn generate<B: Backend>(
+    b: &B,
+    files: &ModelFiles,
+    make: impl FnMut(&B, &[usize], Vec<f32>) -> nn::Result<B::Param>,
+    reveal: impl Fn(&B::Tensor) -> Vec<f32>,
+    args: &EvalArgs,
+) -> Result<(Vec<f32>, Vec<usize>), Box<dyn std::error::Error>> {
+    let pipe = TextToImage::new(b, files, make)?;
     let c = &files.config;
     let per = c.vae.latent_channels * c.latent_size() * c.latent_size();
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
@@ -192,21 +177,53 @@ pub fn run(args: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
     let (mut images, mut digits) = (vec![], vec![]);
     for start_i in (0..args.samples).step_by(args.batch) {
         let n = args.batch.min(args.samples - start_i);
-        // Sample i asks for digit i % 10 with template (i / 10) % templates: every digit meets
-        // every template.
-        let batch_digits: Vec<usize> = (start_i..start_i + n).map(|i| i % 10).collect();
         let prompts: Vec<String> = (start_i..start_i + n)
             .map(|i| prompt_for(i % 10, (i / 10) % TEMPLATES.len()))
             .collect();
         let noise: Vec<f32> = (0..n * per)
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();
-        let x = pipe.sample(&Plain, &prompts, &noise, opts, |_| bar.inc(n as u64))?;
-        images.extend_from_slice(x.data());
-        digits.extend(batch_digits);
+        let x = pipe.sample(b, &prompts, &noise, opts, |_| bar.inc(n as u64))?;
+        images.extend(reveal(&x).into_iter().map(|v| v.clamp(-1.0, 1.0)));
+        digits.extend((start_i..start_i + n).map(|i| i % 10));
     }
     bar.finish_and_clear();
-    let images: Vec<f32> = images.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+    Ok((images, digits))
+}
+
+pub fn run(args: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.samples == 0 || args.batch == 0 {
+        return Err("--samples and --batch must be positive".into());
+    }
+    let start = Instant::now();
+    let dir = resolve_model_dir(&args.model)?;
+    let files = ModelFiles::load(&dir)?;
+    let classifier = load_classifier(&dir, &files)?;
+    let (_, held_out) = Digits::load(&args.data)?.split()?;
+
+    let (real_feats, real_labels) = classify(&classifier, &held_out.images)?;
+    let classifier_accuracy = real_labels
+        .iter()
+        .zip(&held_out.labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count() as f64
+        / held_out.len() as f64;
+    let dim = real_feats.len() / held_out.len();
+    let half = held_out.len() / 2 * dim;
+    let fid_floor = frechet_distance(&real_feats[..half], &real_feats[half..2 * half], dim);
+
+    // Approx: the secure engine's fixed-point arithmetic and nonlinear kernels (default methods
+    // and precision), in plaintext; weights are rounded to the grid as MPC would share them.
+    let (images, digits) = match args.mode {
+        EvalMode::Plain => generate(&Plain, &files, plain_param, |x| x.data().to_vec(), &args)?,
+        EvalMode::Approx => generate(
+            &Approx::default(),
+            &files,
+            |b: &Approx, shape: &[usize], data: Vec<f32>| b.public(shape, &data),
+            |x: &ApproxTensor| x.data().iter().map(|&v| v as f32).collect(),
+            &args,
+        )?,
+    };
     let (feats, predicted) = classify(&classifier, &images)?;
     let mut per_digit = [(0usize, 0usize); 10];
     for (&p, &d) in predicted.iter().zip(&digits) {
