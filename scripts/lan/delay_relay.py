@@ -71,11 +71,19 @@ def serve(listen, target, delay):
     thost, tport = target.rsplit(":", 1)
     while True:
         client, _ = srv.accept()
-        try:
-            upstream = socket.create_connection((thost, int(tport)), timeout=30)
-            upstream.settimeout(None)
-        except OSError as e:
-            print(f"delay_relay: {listen} -> {target}: {e}", file=sys.stderr, flush=True)
+        # The target may not listen yet (the roles start in any order): retry for 30 s, as a
+        # direct dial would.
+        upstream, deadline = None, time.monotonic() + 30
+        while upstream is None:
+            try:
+                upstream = socket.create_connection((thost, int(tport)), timeout=30)
+                upstream.settimeout(None)
+            except OSError as e:
+                if time.monotonic() > deadline:
+                    print(f"delay_relay: {listen} -> {target}: {e}", file=sys.stderr, flush=True)
+                    break
+                time.sleep(0.2)
+        if upstream is None:
             client.close()
             continue
         for s in (client, upstream):

@@ -134,7 +134,7 @@ if [[ $METHOD == relay ]]; then
         local node="$1"; shift
         [[ $# -gt 0 ]] || return 0
         ns "$TAG-$node" python3 "$ROOT/scripts/lan/delay_relay.py" --delay-ms "$ONEWAY_MS" "$@" \
-            > "$WORK/relay-$node.log" 2>&1 &
+            > "$OUT/relay-$node.log" 2>&1 &
         PIDS+=($!)
     }
     start_relays p0 "127.0.0.1:$((RELAY_MESH + 1))=$(party_ip 1):$MESH_PORT" \
@@ -145,7 +145,9 @@ if [[ $METHOD == relay ]]; then
                           "127.0.0.1:$((RELAY_CLIENT + 1))=$(party_ip 1):$CLIENT_PORT" \
                           "127.0.0.1:$((RELAY_CLIENT + 2))=$(party_ip 2):$CLIENT_PORT"
     done
-    sleep 0.5
+    for n in p0 p1 cl ow; do # wait until every relay listens
+        for _ in $(seq 100); do grep -q relays "$OUT/relay-$n.log" 2>/dev/null && break; sleep 0.1; done
+    done
 fi
 
 # ---- roles ------------------------------------------------------------------------------------
