@@ -40,6 +40,11 @@ pub struct BenchSampleArgs {
     pub no_ddim: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Take x_T and the labels from CipherDM's test vectors (`ddim50.x_T`, `ddim50.y`, the
+    /// first --batch images) instead of seeded noise; DDIM-50 is then also compared with
+    /// CipherDM's own x_0 (`ddim50.x_0`).
+    #[arg(long, value_name = "CASES_SAFETENSORS")]
+    pub cases: Option<PathBuf>,
     /// A name for the network setting in the output (e.g. "lan 0.1 ms 1 Gbit/s").
     #[arg(long, default_value = "loopback")]
     pub network: String,
@@ -73,6 +78,44 @@ pub struct SampleRecord {
     pub rounds: u64,
     pub max_abs_diff_vs_plain: f64,
     pub psnr_vs_plain: f64,
+    /// Against CipherDM's plaintext x_0 (DDIM-50 on --cases inputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_abs_diff_vs_cipherdm: Option<f64>,
+}
+
+/// CipherDM's reference inputs and DDIM-50 output for the first `n` images, NCHW.
+struct Reference {
+    x_t: Vec<f32>,
+    labels: Vec<usize>,
+    x0: Vec<f32>,
+}
+
+fn read_cases(path: &std::path::Path, n: usize, image: [usize; 3]) -> CliResult<Reference> {
+    use nn::weights::TensorFile;
+    use nn::{Backend, Plain, PlainTensor};
+    let bad = |e: String| CliError::input(path, e);
+    let file = TensorFile::open(path).map_err(|e| bad(e.to_string()))?;
+    let nchw = |name: &str| -> CliResult<Vec<f32>> {
+        let (shape, data) = file.f32(name).map_err(|e| bad(e.to_string()))?;
+        let [c, h, w] = image;
+        if shape.len() != 4 || shape[1..] != [h, w, c] || shape[0] < n {
+            return Err(bad(format!(
+                "`{name}` has shape {shape:?}; expected (N >= {n}, {h}, {w}, {c})"
+            )));
+        }
+        let x = PlainTensor::new(&shape, data)?;
+        let x = Plain.permute(&Plain.narrow(&x, 0, 0, n)?, &[0, 3, 1, 2])?;
+        Ok(x.into_vec())
+    };
+    let (_, y) = file.i64("ddim50.y").map_err(|e| bad(e.to_string()))?;
+    if y.len() < n || y.iter().any(|&v| v < 0) {
+        return Err(bad(format!("`ddim50.y` {y:?} has no {n} labels")));
+    }
+    Ok(Reference {
+        x_t: nchw("ddim50.x_T")?,
+        labels: y[..n].iter().map(|&v| v as usize).collect(),
+        x0: nchw("ddim50.x_0")?,
+    })
 }
 
 pub fn run(args: BenchSampleArgs) -> CliResult<()> {
@@ -87,9 +130,15 @@ pub fn run(args: BenchSampleArgs) -> CliResult<()> {
     };
     let [c, h, w] = model.image_shape();
     let shape = [args.batch, c, h, w];
-    let labels: Vec<usize> = match model.config.unet.num_classes {
-        Some(k) => (0..args.batch).map(|i| i % k).collect(),
-        None => Vec::new(),
+    let reference = args
+        .cases
+        .as_deref()
+        .map(|p| read_cases(p, args.batch, [c, h, w]))
+        .transpose()?;
+    let labels: Vec<usize> = match (&reference, model.config.unet.num_classes) {
+        (Some(r), Some(_)) => r.labels.clone(),
+        (None, Some(k)) => (0..args.batch).map(|i| i % k).collect(),
+        (_, None) => Vec::new(),
     };
     let mut samplers = Vec::new();
     if !args.no_ddim {
@@ -139,7 +188,10 @@ pub fn run(args: BenchSampleArgs) -> CliResult<()> {
         };
         crate::mpc_party::validate(&job).map_err(|e| CliError::Usage(e.to_string()))?;
         let mut rng = SeededNoise::new(args.seed);
-        let x_t = rng.normal(shape.iter().product());
+        let x_t = match &reference {
+            Some(r) => r.x_t.clone(),
+            None => rng.normal(shape.iter().product()),
+        };
         let req = Request {
             job: &job,
             model: &model,
@@ -196,6 +248,12 @@ pub fn run(args: BenchSampleArgs) -> CliResult<()> {
             rounds: report.rounds,
             max_abs_diff_vs_plain: max,
             psnr_vs_plain: psnr,
+            max_abs_diff_vs_cipherdm: match (&reference, &job.sampler) {
+                (Some(r), SamplerSpec::Ddim { steps: 50, .. }) => {
+                    Some(fidelity(&outcome.x0, &r.x0).0)
+                }
+                _ => None,
+            },
         };
         println!(
             "  {:<9} {:>12.2} {:>12.4} {:>9.0}x {:>12.1} {:>10} {:>10.2e}",
@@ -207,6 +265,9 @@ pub fn run(args: BenchSampleArgs) -> CliResult<()> {
             rec.rounds,
             rec.max_abs_diff_vs_plain
         );
+        if let Some(d) = rec.max_abs_diff_vs_cipherdm {
+            println!("  x_0 vs CipherDM's own DDIM-50 sample: max abs diff {d:.2e}");
+        }
         records.push(rec);
     }
     if args.mpc.shutdown_parties {
