@@ -49,6 +49,7 @@ pub struct Ledger {
     trunc: TruncMethod,
     public_weights: bool,
     by_op: Mutex<BTreeMap<&'static str, Stated>>,
+    fast_failures: Mutex<f64>,
 }
 
 impl Ledger {
@@ -63,6 +64,14 @@ impl Ledger {
             t += s;
         }
         t
+    }
+
+    /// The expected number of catastrophic failures (an error of 2^(64-2f) real units) that the
+    /// fast truncation would make on the products of the model's linear layers, scalings and
+    /// elementwise products so far: the sum of (|z| + 1) / 2^64 over their un-truncated values z.
+    /// The products inside the nonlinear kernels are not counted, so this is a lower bound.
+    pub fn expected_fast_failures(&self) -> f64 {
+        *self.fast_failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn add(&self, op: &'static str, s: Stated) {
@@ -121,6 +130,7 @@ impl Approx {
                 trunc,
                 public_weights,
                 by_op: Mutex::new(BTreeMap::new()),
+                fast_failures: Mutex::new(0.0),
             })),
         }
     }
@@ -150,6 +160,15 @@ impl Approx {
             Some(l) if l.public_weights => self.charge_trunc(op, n),
             Some(_) => self.charge_product(op, n),
             None => {}
+        }
+    }
+
+    /// Adds the fast truncation's failure probability for products with real values `v`.
+    fn risk(&self, v: &[f64]) {
+        if let Some(l) = &self.ledger {
+            let scale = (2.0 * self.frac_bits as f64 - 64.0).exp2();
+            let p: f64 = v.iter().map(|x| x.abs() * scale + 2f64.powi(-64)).sum();
+            *l.fast_failures.lock().unwrap_or_else(|e| e.into_inner()) += p;
         }
     }
 
@@ -263,6 +282,7 @@ impl Approx {
             p,
             n,
         );
+        self.risk(&y);
         let y_bits: Vec<u64> = y.iter().map(|v| self.grid(*v).to_bits()).collect();
         let out = ApproxTensor::from_bits(&ring::conv::col2out(&y_bits, &geo));
         self.charge_weights(
@@ -292,6 +312,7 @@ impl Approx {
         }
         let mut shape = a.shape()[..a.shape().len() - 1].to_vec();
         shape.push(n);
+        self.risk(&out);
         self.on_grid(&shape, out.into_iter())
     }
 
@@ -302,6 +323,7 @@ impl Approx {
         }
         self.charge_trunc(op, x.numel());
         let cq = self.grid(c);
+        self.risk(&x.data().iter().map(|v| v * cq).collect::<Vec<_>>());
         self.on_grid(x.shape(), x.data().iter().map(|v| v * cq))
     }
 }
@@ -383,6 +405,7 @@ impl Backend for Approx {
     fn mul(&self, a: &ApproxTensor, b: &ApproxTensor) -> Result<ApproxTensor> {
         let p = a.zip("mul", b, |x, y| x * y)?;
         self.charge_product("mul", p.numel());
+        self.risk(p.data());
         self.on_grid(p.shape(), p.data().iter().copied())
     }
 
