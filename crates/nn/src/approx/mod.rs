@@ -33,11 +33,11 @@ use mpc::{product_cost, trunc_cost, TruncMethod};
 use mpc::nonlinear::activations::{gelu, mish, silu};
 use mpc::nonlinear::norm::{group_norm, layer_norm, NormAffine};
 use mpc::nonlinear::softmax::softmax;
-use mpc::nonlinear::Twin;
+use mpc::nonlinear::{Fma, FxpOps, Twin};
 use ring::{ConvGeometry, ConvPadding};
 
 use crate::backend::{Backend, ConvSpec, Padding};
-use crate::mpc::{causal_mask, kernels, Methods, Silu, CLAMP_RESOLUTION};
+use crate::mpc::{causal_mask, kernels, Methods, Silu, Softmax, CLAMP_RESOLUTION};
 use crate::weights::FlaxParams;
 use crate::{Error, ParamSource, Result};
 
@@ -210,6 +210,22 @@ impl Approx {
 
     fn on_grid(&self, shape: &[usize], values: impl Iterator<Item = f64>) -> Result<ApproxTensor> {
         ApproxTensor::new(shape, values.map(|v| self.grid(v)).collect())
+    }
+
+    /// Runs a twin kernel of several outputs on `x`'s values and charges its stated cost.
+    fn twin_parts(
+        &self,
+        op: &'static str,
+        x: &ApproxTensor,
+        kernel: impl FnOnce(&Twin, &Vec<i64>) -> mpc::nonlinear::ops::Result<Vec<Vec<i64>>>,
+    ) -> Result<Vec<Vec<f64>>> {
+        let tw = Twin::new(self.frac_bits);
+        let ys = kernel(&tw, &tw.encode(x.data())).map_err(nl_err)?;
+        if let Some(l) = &self.ledger {
+            let stated = stated_cost(&tw.take_log(), self.frac_bits, l.trunc).map_err(nl_err)?;
+            l.add(op, stated);
+        }
+        Ok(ys.iter().map(|y| tw.decode(y)).collect())
     }
 
     /// Runs a twin kernel on the flattened tensor.
@@ -485,7 +501,16 @@ impl Backend for Approx {
             .shape()
             .last()
             .ok_or_else(|| Error::shape("softmax", "scalar input"))?;
-        self.twin("softmax", x, |e, x| softmax(e, x, row, None, m, bound))
+        match m {
+            Softmax::Bounded => self.twin("softmax", x, |e, x| {
+                let (num, inv) = kernels::softmax_bounded(e, x, row)?;
+                let inv = e.repeat_each(&inv, row);
+                Ok(e.fma(&[Fma::mul(&num, &inv)])?.remove(0))
+            }),
+            Softmax::Library(m) => {
+                self.twin("softmax", x, |e, x| softmax(e, x, row, None, m, bound))
+            }
+        }
     }
 
     fn clamp(&self, x: &ApproxTensor, lo: f32, hi: f32) -> Result<ApproxTensor> {
@@ -578,14 +603,34 @@ impl Backend for Approx {
         } else {
             scores
         };
-        let (m, bound) = (self.methods.softmax, self.methods.score_bound);
         let row = scores.shape()[2];
-        let p = self.twin("attention", &scores, |e, x| {
-            softmax(e, x, row, None, m, bound)
+        if causal || self.methods.softmax != Softmax::Bounded {
+            let (m, bound) = (self.methods.library_softmax(), self.methods.score_bound);
+            let p = self.twin("attention", &scores, |e, x| {
+                softmax(e, x, row, None, m, bound)
+            })?;
+            let out = self.batched_matmul(&p, v)?;
+            self.charge_product("attention", out.numel());
+            return Ok(out);
+        }
+        let mut parts = self.twin_parts("attention", &scores, |e, x| {
+            let (num, inv) = kernels::softmax_bounded(e, x, row)?;
+            Ok(vec![num, inv])
         })?;
-        let out = self.batched_matmul(&p, v)?;
-        self.charge_product("attention", out.numel());
-        Ok(out)
+        let inv = parts.pop().unwrap_or_default();
+        let num = ApproxTensor::new(scores.shape(), parts.pop().unwrap_or_default())?;
+        let y = self.batched_matmul(&num, v)?;
+        self.charge_product("attention", y.numel());
+        let d = v.shape()[2];
+        let prod: Vec<f64> = y
+            .data()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| a * inv[i / d])
+            .collect();
+        self.charge_product("attention", prod.len());
+        self.risk(&prod);
+        self.on_grid(y.shape(), prod.into_iter())
     }
 }
 

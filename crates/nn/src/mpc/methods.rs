@@ -59,13 +59,51 @@ impl FromStr for Silu {
     }
 }
 
+/// Softmax: [`super::kernels::softmax_bounded`] (`bounded`, the default: scores promised below
+/// [`super::kernels::BOUNDED_SCORE_LIMIT`], no exp mask, normalisation fused into attention's
+/// product with the values) or one of the library's methods (any score range up to
+/// `score_bound`, additive masks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Softmax {
+    Bounded,
+    Library(SoftmaxMethod),
+}
+
+impl Softmax {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Softmax::Bounded => "bounded",
+            Softmax::Library(m) => m.name(),
+        }
+    }
+}
+
+impl std::fmt::Display for Softmax {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Softmax {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Softmax, String> {
+        match s {
+            "bounded" | "default" => Ok(Softmax::Bounded),
+            other => other
+                .parse::<SoftmaxMethod>()
+                .map(Softmax::Library)
+                .map_err(|e| format!("{e}, bounded")),
+        }
+    }
+}
+
 /// The approximation methods and bounds of one run.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Methods {
     pub silu: Silu,
     pub mish: MishMethod,
     pub gelu: GeluMethod,
-    pub softmax: SoftmaxMethod,
+    pub softmax: Softmax,
     pub norm: NormMethod,
     /// |x| < this for every SiLU/Mish/GeLU input.
     pub activation_bound: f64,
@@ -81,7 +119,7 @@ impl Default for Methods {
             silu: Silu::Fine,
             mish: MishMethod::default(),
             gelu: GeluMethod::default(),
-            softmax: SoftmaxMethod::default(),
+            softmax: Softmax::Bounded,
             norm: NormMethod::default(),
             activation_bound: ACTIVATION_BOUND,
             score_bound: SCORE_BOUND,
@@ -152,6 +190,14 @@ impl Methods {
         })
     }
 
+    /// The library method softmax falls back to where `bounded` does not apply (causal masks).
+    pub fn library_softmax(&self) -> SoftmaxMethod {
+        match self.softmax {
+            Softmax::Library(m) => m,
+            Softmax::Bounded => SoftmaxMethod::Ours,
+        }
+    }
+
     /// One line for reports: `silu=ours softmax=ours norm=fused ...`.
     pub fn describe(&self) -> String {
         format!(
@@ -174,6 +220,11 @@ mod tests {
         assert_eq!(
             Methods::from_names(&n).unwrap().silu,
             Silu::Library(SiluMethod::Cipherdm)
+        );
+        n.softmax = "cipherdm".into();
+        assert_eq!(
+            Methods::from_names(&n).unwrap().softmax,
+            Softmax::Library(SoftmaxMethod::Cipherdm)
         );
         n.softmax = "nope".into();
         let e = Methods::from_names(&n).unwrap_err().to_string();

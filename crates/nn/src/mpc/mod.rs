@@ -18,7 +18,7 @@ mod methods;
 mod params;
 mod stats;
 
-pub use methods::{MethodNames, Methods, Silu, CLAMP_BOUND, CLAMP_RESOLUTION};
+pub use methods::{MethodNames, Methods, Silu, Softmax, CLAMP_BOUND, CLAMP_RESOLUTION};
 pub use params::SharedParams;
 pub use stats::{OpCost, OpStats};
 
@@ -26,6 +26,7 @@ use mpc::nonlinear::activations::{gelu, mish, silu};
 use mpc::nonlinear::norm::{group_norm, layer_norm, NormAffine};
 use mpc::nonlinear::secure::Secure;
 use mpc::nonlinear::softmax::softmax;
+use mpc::nonlinear::{Fma, FxpOps};
 use mpc::{AShare, Party};
 use ring::{ConvPadding, FixedPoint, RingTensor};
 
@@ -333,7 +334,14 @@ impl Backend for Mpc<'_> {
             .last()
             .ok_or_else(|| Error::shape("softmax", "scalar input"))?;
         self.track("softmax", || {
-            self.flat_kernel(x, |e, x| softmax(e, x, row, None, m, bound))
+            self.flat_kernel(x, |e, x| match m {
+                Softmax::Bounded => {
+                    let (num, inv) = kernels::softmax_bounded(e, x, row)?;
+                    let inv = e.repeat_each(&inv, row);
+                    Ok(e.fma(&[Fma::mul(&num, &inv)])?.remove(0))
+                }
+                Softmax::Library(m) => softmax(e, x, row, None, m, bound),
+            })
         })
     }
 
@@ -465,10 +473,37 @@ impl Backend for Mpc<'_> {
             } else {
                 scores
             };
-            let p = self.softmax(&scores)?;
-            self.party.matmul(&p, v).map_err(backend_err)
+            if causal || self.methods.softmax != Softmax::Bounded {
+                // A causal mask puts -1e4 in the scores: outside `bounded`'s promise.
+                let m = self.methods.library_softmax();
+                let bound = self.methods.score_bound;
+                let p = self.track("softmax", || {
+                    self.flat_kernel(&scores, |e, x| softmax(e, x, l_s(&scores), None, m, bound))
+                })?;
+                return self.party.matmul(&p, v).map_err(backend_err);
+            }
+            // `bounded`: (e v) / sum(e), the division on the (L x D) product.
+            let [_, _, s] = scores.shape() else {
+                return Err(Error::shape("attention", "scores are not 3-D"));
+            };
+            let (s, d) = (*s, v.shape()[2]);
+            let e = self.secure();
+            let flat = scores.reshape(&[scores.len()]).map_err(backend_err)?;
+            let (num, inv) = kernels::softmax_bounded(&e, &flat, s).map_err(backend_err)?;
+            let num = num.reshape(scores.shape()).map_err(backend_err)?;
+            let y = self.party.matmul(&num, v).map_err(backend_err)?;
+            let inv = e
+                .repeat_each(&inv, d)
+                .reshape(y.shape())
+                .map_err(backend_err)?;
+            self.party.mul(&y, &inv).map_err(backend_err)
         })
     }
+}
+
+/// The row length of scores (their last axis).
+fn l_s(scores: &AShare) -> usize {
+    scores.shape().last().copied().unwrap_or(1)
 }
 
 /// The additive causal mask of `Backend::attention`'s default.
