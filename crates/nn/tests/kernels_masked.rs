@@ -33,3 +33,35 @@ fn kernels_send_nothing_unmasked() {
         }
     }
 }
+
+/// `softmax_bounded`'s metered bytes are what its protocol calls state (the twin's call log
+/// priced by the core's cost statements), and match the figure in its documentation (about 250
+/// bytes per score at rows of 196); rounds per party as metered, fixed by the shape.
+#[test]
+fn softmax_bounded_costs_what_it_states() {
+    use mpc::nonlinear::cost::stated_cost;
+    use mpc::nonlinear::Twin;
+    let (n, rows) = (196, 16);
+    let x: Vec<f64> = (0..n * rows)
+        .map(|i| ((i * 7919 % 1000) as f64 / 1000.0 - 0.5) * 20.0)
+        .collect();
+    let tw = Twin::new(18);
+    softmax_bounded(&tw, &tw.encode(&x), n).unwrap();
+    let stated = stated_cost(&tw.take_log(), 18, TruncMethod::Robust).unwrap();
+    let enc = ring::FixedPoint::new(18);
+    let input = RingTensor::new(&[n * rows], enc.encode_slice(&x).unwrap()).unwrap();
+    let outs = run(cfg(TruncMethod::Robust), &[input], |p, s| {
+        softmax_bounded(&Secure::new(p), &s[0], n)
+            .map_err(|e| mpc::MpcError::invalid("kernel", e.to_string()))
+    });
+    let metered: u64 = outs.iter().map(|o| o.bytes).sum();
+    assert_eq!(metered, stated.bytes);
+    let per_score = metered as f64 / (n * rows) as f64;
+    eprintln!(
+        "softmax_bounded: {per_score:.2} bytes per score, rounds {:?}",
+        outs.iter().map(|o| o.rounds).collect::<Vec<_>>()
+    );
+    assert!((245.0..256.0).contains(&per_score), "{per_score}");
+    let rounds: Vec<u64> = outs.iter().map(|o| o.rounds).collect();
+    assert_eq!(rounds, [73, 74, 73]);
+}

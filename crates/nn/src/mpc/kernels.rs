@@ -111,9 +111,11 @@ const BOUNDED_EXP_ROOT: ScaledPoly<'static> = ScaledPoly {
 /// Cost per row of n (robust truncation, bytes over the three parties): the max tree, n - 1
 /// comparisons of 15 bits (13.625 bytes each) and selects (32 bytes) in ceil(log2 n) levels of
 /// 6 + 2 rounds; the quintic by powers, 3 scaled jobs (37.5 bytes per element, 2 rounds each);
-/// three squarings (30.75 bytes, 2 rounds each); the reciprocal on one value per row. About
-/// 250 bytes per score for n = 196, against ~340 for the library's `ours` plus its final
-/// product (which attention no longer needs); rounds: 8 levels x 8 + 12 + the reciprocal.
+/// three squarings (30.75 bytes, 2 rounds each); the reciprocal on one value per row. At rows
+/// of 196: 252.9 bytes per score and 73 / 74 / 73 rounds per party (metered and checked against
+/// the stated cost in crates/nn/tests/kernels_masked.rs), against ~340 bytes for the library's
+/// `ours` plus its final product (which attention no longer needs). With the scores' product
+/// and the two (L x D) products, attention costs 285 bytes per score (379 with `ours`).
 ///
 /// Security: only the library's protocols on shares (reduced-width comparison, select, fused
 /// products with truncation, the reciprocal), each of which reveals nothing; the bound is
