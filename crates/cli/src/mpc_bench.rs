@@ -155,7 +155,7 @@ pub fn run(args: BenchSampleArgs) -> CliResult<()> {
             "--no-ddim without --ddpm leaves nothing to run".into(),
         ));
     }
-    let methods = args.mpc.methods()?;
+    let methods = args.mpc.methods(&model.name)?;
     let trunc = args.mpc.trunc()?;
     let mut records = Vec::new();
     println!(

@@ -93,8 +93,10 @@ impl MpcArgs {
         Ok(())
     }
 
-    pub fn methods(&self) -> CliResult<Methods> {
-        let mut names = Methods::default().names();
+    /// The methods of a run of `model` (a name under models/): its defaults
+    /// ([`Methods::for_model`]) with the flags that are not `default` applied.
+    pub fn methods(&self, model: &str) -> CliResult<Methods> {
+        let mut names = Methods::for_model(model).names();
         for (slot, value) in [
             (&mut names.silu, &self.silu),
             (&mut names.softmax, &self.softmax),
@@ -158,7 +160,7 @@ pub struct MpcReport {
 const LOCAL_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn job_for(plan: &Plan, mpc: &MpcArgs) -> CliResult<SampleJob> {
-    let methods = mpc.methods()?;
+    let methods = mpc.methods(&plan.model.name)?;
     let trunc = mpc.trunc()?;
     Ok(SampleJob {
         model: plan.model.name.clone(),

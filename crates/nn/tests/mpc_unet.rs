@@ -30,7 +30,7 @@ fn secure_forward(
     let err = |e: nn::Error| MpcError::invalid("test", e.to_string());
     run_local(FixedConfig::new(18, trunc), Some(seed), |party| {
         let id = party.id();
-        let b = Mpc::new(party, Methods::default());
+        let b = Mpc::new(party, Methods::for_model("cipherdm-mnist"));
         let unet = if public_weights {
             let mut src = nn::mpc::SharedParams::new();
             let mut flax = FlaxParams::open(weights()).unwrap();
@@ -72,7 +72,7 @@ fn secure_forward_matches_cipherdm_within_1e_2_and_approx_predicts_it() {
     eprintln!("mpc forward: max abs error vs CipherDM {err:e}");
     assert!(err < 1e-2, "mpc forward error {err}");
 
-    let a = Approx::default();
+    let a = Approx::new(Methods::for_model("cipherdm-mnist"), 18);
     let unet = UNet::load(&a, &config(), &mut FlaxParams::open(weights()).unwrap()).unwrap();
     let xa = a.public(x.shape(), x.data()).unwrap();
     let ya = a.public(&[y.len(), 2], &one_hot(&y, 2).unwrap()).unwrap();
@@ -107,7 +107,7 @@ fn forward_communication_is_exactly_the_stated_cost() {
         (TruncMethod::Fast, false, 85_751_872, [1684, 1675, 1666]),
         (TruncMethod::Robust, true, 91_773_599, [1837, 1817, 1830]),
     ] {
-        let a = Approx::with_ledger(Methods::default(), 18, trunc, public);
+        let a = Approx::with_ledger(Methods::for_model("cipherdm-mnist"), 18, trunc, public);
         let unet = UNet::load(&a, &config(), &mut FlaxParams::open(weights()).unwrap()).unwrap();
         let ya = a.public(&[1, 2], &one_hot(&y, 2).unwrap()).unwrap();
         unet.forward(

@@ -18,7 +18,9 @@ mod methods;
 mod params;
 mod stats;
 
-pub use methods::{MethodNames, Methods, Silu, Softmax, CLAMP_BOUND, CLAMP_RESOLUTION};
+pub use methods::{
+    MethodNames, Methods, Silu, Softmax, BOUNDED_SOFTMAX_MODELS, CLAMP_BOUND, CLAMP_RESOLUTION,
+};
 pub use params::SharedParams;
 pub use stats::{OpCost, OpStats};
 
