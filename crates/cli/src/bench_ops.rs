@@ -204,7 +204,9 @@ fn resolve_op(name: &str, method: Option<&str>) -> Result<Box<dyn BenchOp>, Box<
     let full = match method {
         Some(m) if !name.contains(':') && m != "default" => {
             if mpc::nonlinear::catalog::Op::parse(name, None).is_err() {
-                return Err(format!("op {name:?} has no approximation methods (--method {m})").into());
+                return Err(
+                    format!("op {name:?} has no approximation methods (--method {m})").into(),
+                );
             }
             format!("{name}:{m}")
         }

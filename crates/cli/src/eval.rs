@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
+use diffusion::{SampleOptions, TextToImage};
 use indicatif::{ProgressBar, ProgressStyle};
 use nn::approx::{Approx, ApproxTensor};
 use nn::sd::mnist::{Digits, SIDE};
-use diffusion::{SampleOptions, TextToImage};
 use nn::sd::model_files::ModelFiles;
 use nn::sd::tokenizer::{prompt_for, TEMPLATES};
 use nn::sd::weights::WeightsFile;

@@ -320,12 +320,7 @@ impl Party {
     /// Cost: [`msb_cost`].
     pub fn msb_bits(&self, x: &AShare, bits: usize) -> Result<BShare> {
         let cx = self.begin("msb");
-        if !(2..=64).contains(&bits) {
-            return Err(MpcError::invalid(
-                "msb",
-                format!("width {bits} not in 2..=64"),
-            ));
-        }
+        check_width("msb", bits)?;
         let n = x.len();
         let w = words_for(n);
         let (p, g) = self.adder_inputs(&cx, x, bits)?;
@@ -382,12 +377,7 @@ impl Party {
     /// ceil(log2(bits - 1)) levels after the adder inputs).
     pub fn a2b(&self, x: &AShare, bits: usize) -> Result<BShare> {
         let cx = self.begin("a2b");
-        if !(2..=64).contains(&bits) {
-            return Err(MpcError::invalid(
-                "a2b",
-                format!("width {bits} not in 2..=64"),
-            ));
-        }
+        check_width("a2b", bits)?;
         let n = x.len();
         let w = words_for(n);
         let (p, mut g) = self.adder_inputs(&cx, x, bits)?;
@@ -487,12 +477,7 @@ impl Party {
     /// 24 bytes per 64 values per AND plane of [`brent_kung_ands`].
     pub fn a2b_brent_kung(&self, x: &AShare, bits: usize) -> Result<BShare> {
         let cx = self.begin("a2b_bk");
-        if !(2..=64).contains(&bits) {
-            return Err(MpcError::invalid(
-                "a2b",
-                format!("width {bits} not in 2..=64"),
-            ));
-        }
+        check_width("a2b", bits)?;
         let n = x.len();
         let w = words_for(n);
         let (p, g) = self.adder_inputs(&cx, x, bits)?;
@@ -576,5 +561,14 @@ mod tests {
             assert!(lo.iter().all(|&v| v == 0), "leaves {leaves}");
         }
         assert_eq!(brent_kung_ands(37).iter().sum::<usize>(), 94);
+    }
+}
+
+/// The widths the adder-based conversions take: at least a sign and one value bit, at most a word.
+fn check_width(op: &'static str, bits: usize) -> Result<()> {
+    if (2..=64).contains(&bits) {
+        Ok(())
+    } else {
+        Err(MpcError::invalid(op, format!("width {bits} not in 2..=64")))
     }
 }

@@ -83,14 +83,15 @@ pub fn pack_bits(buf: &mut Vec<u8>, vals: &[u64], width: u32) {
     pack_iter(buf, vals.iter().copied(), vals.len(), width)
 }
 
+/// The mask of the low `width` bits (1..=64): every packed field is cut with it.
+fn low_mask(width: u32) -> u64 {
+    assert!((1..=64).contains(&width));
+    u64::MAX >> (64 - width)
+}
+
 /// [`pack_bits`] of `n` values from an iterator (no intermediate vector).
 pub fn pack_iter(buf: &mut Vec<u8>, vals: impl Iterator<Item = u64>, n: usize, width: u32) {
-    assert!((1..=64).contains(&width));
-    let mask = if width == 64 {
-        u64::MAX
-    } else {
-        (1u64 << width) - 1
-    };
+    let mask = low_mask(width);
     let nbytes = packed_len(n, width);
     let mut words = Vec::with_capacity(nbytes.div_ceil(8));
     let mut acc = 0u64;
@@ -128,15 +129,10 @@ pub struct BitWriter {
 impl BitWriter {
     /// A writer appending to `buf` (reserve `packed_len` in it to avoid regrowth).
     pub fn new(buf: Vec<u8>, width: u32) -> Self {
-        assert!((1..=64).contains(&width));
         BitWriter {
             buf,
             width,
-            mask: if width == 64 {
-                u64::MAX
-            } else {
-                (1u64 << width) - 1
-            },
+            mask: low_mask(width),
             acc: 0,
             fill: 0,
         }
@@ -179,15 +175,10 @@ pub struct WordBits<'a> {
 
 impl<'a> WordBits<'a> {
     pub fn new(words: &'a [u64], width: u32) -> Self {
-        assert!((1..=64).contains(&width));
         WordBits {
             words,
             width,
-            mask: if width == 64 {
-                u64::MAX
-            } else {
-                (1u64 << width) - 1
-            },
+            mask: low_mask(width),
             next: 1,
             cur: words.first().copied().unwrap_or(0),
             used: 0,
@@ -233,11 +224,7 @@ impl<'a> BitReader<'a> {
         let mut r = BitReader {
             bytes,
             width,
-            mask: if width == 64 {
-                u64::MAX
-            } else {
-                (1u64 << width) - 1
-            },
+            mask: low_mask(width),
             word: start_bit / 64,
             cur: 0,
             used: (start_bit % 64) as u32,
