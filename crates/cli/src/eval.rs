@@ -85,21 +85,19 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
-/// A model directory: the path itself if it exists, else `models/<name>` here or in the source
-/// tree this binary was built from.
+/// A model directory: the path itself if it holds a config.toml, else `<name>` under the models
+/// root (`diffusion::models_root`: $SECDIFF_MODELS, or the `models/` next to the binary).
 pub fn resolve_model_dir(model: &str) -> Result<PathBuf, String> {
-    let direct = PathBuf::from(model);
-    let candidates = [
-        direct.clone(),
-        Path::new("models").join(model),
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../models")
-            .join(model),
-    ];
-    candidates
+    let root = diffusion::models_root();
+    [PathBuf::from(model), root.join(model)]
         .into_iter()
-        .find(|p| p.join("config.toml").is_file())
-        .ok_or_else(|| format!("no model `{model}` (looked for {model}/config.toml and models/{model}/config.toml)"))
+        .find(|p| !model.is_empty() && p.join("config.toml").is_file())
+        .ok_or_else(|| {
+            format!(
+                "no model `{model}` (looked for {model}/config.toml and {}/{model}/config.toml)",
+                root.display()
+            )
+        })
 }
 
 fn plain_param(_: &Plain, shape: &[usize], data: Vec<f32>) -> nn::Result<PlainTensor> {

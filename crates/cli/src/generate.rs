@@ -42,9 +42,11 @@ pub enum SpacingArg {
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// A model name under models/ (or $SECDIFF_MODELS), or a model directory.
-    #[arg(long, default_value = "cipherdm-mnist")]
-    pub model: String,
+    /// A model name under models/ (or $SECDIFF_MODELS), or a model directory: mnist-sd (text to
+    /// digit, --prompt) or cipherdm-mnist (CipherDM's label-conditional U-Net, --labels).
+    /// Default: mnist-sd with --prompt, else cipherdm-mnist.
+    #[arg(long)]
+    pub model: Option<String>,
     #[arg(long, value_enum, default_value_t = Mode::Plain)]
     pub mode: Mode,
     #[arg(long, value_enum, default_value_t = SamplerKind::Ddim)]
@@ -86,7 +88,8 @@ pub struct GenerateArgs {
     #[cfg(feature = "he")]
     #[command(flatten)]
     pub he: Box<crate::he_generate::HeGenerateArgs>,
-    /// A text prompt (text-conditioned models such as mnist-sd); --batch images of it.
+    /// A text prompt (text-conditioned models such as mnist-sd; none: the empty prompt, i.e.
+    /// unconditional digits); --batch images of it.
     #[arg(long)]
     pub prompt: Option<String>,
     /// Classifier-free guidance scale for --prompt (1: no guidance).
@@ -94,6 +97,18 @@ pub struct GenerateArgs {
     pub guidance: f32,
     #[command(flatten)]
     pub mpc: Box<crate::mpc_generate::MpcArgs>,
+}
+
+impl GenerateArgs {
+    /// The model to sample: --model, else mnist-sd for a --prompt and CipherDM's
+    /// label-conditional model otherwise.
+    pub fn model_name(&self) -> &str {
+        match &self.model {
+            Some(model) => model,
+            None if self.prompt.is_some() => "mnist-sd",
+            None => "cipherdm-mnist",
+        }
+    }
 }
 
 /// Everything a run needs, validated.
@@ -181,7 +196,7 @@ fn read_images(
 
 impl Plan {
     pub fn new(args: &GenerateArgs) -> CliResult<Plan> {
-        let model = diffusion::resolve_model(&args.model)?;
+        let model = diffusion::resolve_model(args.model_name())?;
         let schedule = model.schedule()?;
         let total = schedule.len();
         let sampler = match args.sampler {
@@ -327,7 +342,7 @@ pub struct Sampled {
 }
 
 pub fn run(args: GenerateArgs) -> CliResult<()> {
-    if args.prompt.is_some() {
+    if args.prompt.is_some() || crate::text2img::is_text_model(args.model_name()) {
         return crate::text2img::run(&args);
     }
     let started = Instant::now();

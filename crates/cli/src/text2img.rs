@@ -1,17 +1,23 @@
-//! `secdiff generate --prompt ...`: text to image with a latent diffusion model of the Stable
-//! Diffusion family (e.g. mnist-sd): DDIM with classifier-free guidance, then the VAE decoder.
+//! `secdiff generate [--prompt ...]` on a text-to-image model of the Stable Diffusion family
+//! (e.g. mnist-sd): DDIM with classifier-free guidance, then the VAE decoder.
 
 use std::time::Instant;
 
 use diffusion::{SampleOptions, TextToImage};
-use nn::sd::model_files::ModelFiles;
+use nn::sd::model_files::{is_text_to_image, ModelFiles};
 use nn::{Plain, PlainTensor};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::cli_error::{CliError, CliResult};
-use crate::generate::{step_bar, GenerateArgs, Mode, SamplerKind};
+use crate::generate::{step_bar, GenerateArgs, Mode, SamplerKind, SpacingArg};
 use crate::output;
+
+/// Whether `--model` names a text-to-image model (which `generate` then runs here even without
+/// --prompt).
+pub fn is_text_model(model: &str) -> bool {
+    crate::eval::resolve_model_dir(model).is_ok_and(|dir| is_text_to_image(&dir))
+}
 
 pub fn run(args: &GenerateArgs) -> CliResult<()> {
     let started = Instant::now();
@@ -20,12 +26,15 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
         || args.eta != 0.0
         || args.labels.is_some()
         || args.noise.is_some()
+        || args.spacing != SpacingArg::Uniform
+        || args.no_clip
     {
-        return Err(CliError::Usage(
-            "--prompt samples with deterministic DDIM from --seed; it takes no --sampler ddpm, \
-             --eta, --labels or --noise"
-                .into(),
-        ));
+        return Err(CliError::Usage(format!(
+            "{} is a text-to-image model (--prompt): it samples with Stable Diffusion's \
+             deterministic DDIM from --seed and takes no --labels, --noise, --sampler ddpm, \
+             --eta, --spacing or --no-clip (for those, use --model cipherdm-mnist)",
+            args.model_name()
+        )));
     }
     if args.mode != Mode::Plain {
         return Err(CliError::Usage(
@@ -48,7 +57,7 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
             output::check_writable(flag, p)?;
         }
     }
-    let dir = crate::eval::resolve_model_dir(&args.model).map_err(CliError::Usage)?;
+    let dir = crate::eval::resolve_model_dir(args.model_name()).map_err(CliError::Usage)?;
     let files = ModelFiles::load(&dir)?;
     let pipe = TextToImage::new(&Plain, &files, |_, shape, data| {
         PlainTensor::new(shape, data)
@@ -62,10 +71,13 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
     let steps = args.steps.unwrap_or(50);
     let bar = step_bar(steps);
     let prompts = vec![prompt.clone(); n];
-    let opts = SampleOptions {
-        steps,
-        guidance: args.guidance,
+    // The empty prompt is the unconditional branch itself: guiding it would change nothing.
+    let guidance = if prompt.is_empty() {
+        1.0
+    } else {
+        args.guidance
     };
+    let opts = SampleOptions { steps, guidance };
     let x = pipe.sample(&Plain, &prompts, &noise, opts, |_| bar.inc(1))?;
     bar.finish_and_clear();
     let shape = [n, c.vae.out_channels, c.image_size, c.image_size];
@@ -85,7 +97,7 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
             "model": dir.display().to_string(),
             "prompt": prompt,
             "tokens": files.tokenizer.encode(&prompt),
-            "guidance": args.guidance,
+            "guidance": guidance,
             "steps": steps,
             "images": n,
             "seed": args.seed,
