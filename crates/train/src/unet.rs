@@ -7,18 +7,18 @@ use std::path::Path;
 
 use candle_core::Var;
 use diffusion::{SampleOptions, TextToImage};
-use nn::sd::model_files::scaling_factor;
+use nn::sd::model_files::{scaling_factor, ModelFiles};
 use nn::sd::tokenizer::{prompt_for, TEMPLATES};
 use nn::sd::weights::WeightsFile;
 use nn::sd::{
     AutoencoderKL, ClipTextTransformer, StableDiffusionConfig, UNet2DConditionModel, VaeParts,
     WordTokenizer,
 };
-use nn::Result;
+use nn::{Plain, PlainTensor, Result};
 use rand::Rng;
 
 use crate::autoencoder::encode_all;
-use crate::backend::{ce, values, Candle};
+use crate::backend::{ce, Candle};
 use crate::config::TrainConfig;
 use crate::data::{batch_indices, training_digits};
 use crate::fit::{fit, FitReport, RunFiles};
@@ -132,20 +132,23 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<FitReport> {
     nn::sd::weights::save_atomic(&out.join("unet.safetensors"), &unet_w, HashMap::new())?;
 
     if h.preview_per_digit > 0 {
-        let decoder = AutoencoderKL::new(
-            &b,
-            &mut vae_file.source(frozen),
-            "",
-            &model.vae,
-            VaeParts::DecoderOnly,
-        )?;
-        let pipe = TextToImage::from_parts(model.clone(), tokenizer, text, unet, decoder, scale)
-            .map_err(sampling_error)?;
-        let k = h.preview_per_digit;
+        // The preview samples the weights just saved on the Plain backend: sampling on candle
+        // Vars would record an autograd graph for every one of the 50 guided steps and grow to
+        // tens of GB (a 1,800-step run was OOM-killed here after saving its weights).
+        let files = ModelFiles {
+            config: model,
+            tokenizer,
+            vae: vae_file,
+            unet: WeightsFile::load(&out.join("unet.safetensors"))?,
+            text_encoder: WeightsFile::load(&out.join("text_encoder.safetensors"))?,
+        };
+        let pipe = TextToImage::new(&Plain, &files, |_, shape, data| {
+            PlainTensor::new(shape, data)
+        })
+        .map_err(sampling_error)?;
         preview(
-            &b,
             &pipe,
-            k,
+            h.preview_per_digit,
             &out.join("samples").join("unet_guidance7.5.png"),
         )?;
     }
@@ -162,12 +165,7 @@ fn sampling_error(e: diffusion::Error) -> nn::Error {
 
 /// A grid with one row per digit ("a handwritten {d}"), `per_digit` samples each, 50 DDIM steps
 /// at guidance 7.5, from a fixed seed.
-pub fn preview(
-    b: &Candle,
-    pipe: &TextToImage<Candle>,
-    per_digit: usize,
-    path: &Path,
-) -> Result<()> {
+pub fn preview(pipe: &TextToImage<Plain>, per_digit: usize, path: &Path) -> Result<()> {
     let n = 10 * per_digit;
     let prompts: Vec<String> = (0..n).map(|k| prompt_for(k / per_digit, 4)).collect();
     let c = &pipe.config;
@@ -179,7 +177,7 @@ pub fn preview(
         guidance: 7.5,
     };
     let imgs = pipe
-        .sample(b, &prompts, &noise, opts, |_| {})
+        .sample(&Plain, &prompts, &noise, opts, |_| {})
         .map_err(sampling_error)?;
-    nn::sd::grid::write_grid(path, &values(&imgs)?, c.image_size, per_digit)
+    nn::sd::grid::write_grid(path, imgs.data(), c.image_size, per_digit)
 }
