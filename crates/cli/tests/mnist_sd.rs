@@ -1,0 +1,154 @@
+//! The shipped mnist-sd model end to end through the `secdiff` binary: a fixed-seed sample
+//! matches the stored expected output, `eval` reports what it promises in both modes, and bad
+//! arguments fail with clear messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use nn::weights::TensorFile;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn secdiff(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_secdiff"))
+        .current_dir(repo())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn read_x0(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    TensorFile::open(path).unwrap().f32("x_0").unwrap()
+}
+
+/// Regenerate the expected file (only when the shipped weights change) with:
+/// `secdiff generate --model mnist-sd --prompt "a handwritten 7" --guidance 7.5 --steps 10
+///  --batch 2 --seed 1 --raw-out tests/data/mnist-sd/sample_seed1.safetensors`
+#[test]
+fn fixed_seed_sample_matches_the_stored_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x0.safetensors");
+    let run = secdiff(&[
+        "generate",
+        "--model",
+        "mnist-sd",
+        "--prompt",
+        "a handwritten 7",
+        "--guidance",
+        "7.5",
+        "--steps",
+        "10",
+        "--batch",
+        "2",
+        "--seed",
+        "1",
+        "--raw-out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let (shape, got) = read_x0(&out);
+    let (want_shape, want) = read_x0(&repo().join("tests/data/mnist-sd/sample_seed1.safetensors"));
+    assert_eq!(shape, want_shape);
+    assert_eq!(shape, vec![2, 1, 28, 28]);
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff < 1e-3, "max difference {diff}");
+    // Not a blank image: a digit has ink and background.
+    let ink = want.iter().filter(|&&v| v > 0.5).count();
+    assert!(ink > 30 && ink < 400, "{ink} inked pixels");
+}
+
+fn eval(dir: &Path, mode: &str, samples: &str) -> serde_json::Value {
+    let json = dir.join(format!("{mode}.json"));
+    let grids = dir.join(format!("grids-{mode}"));
+    let run = secdiff(&[
+        "eval",
+        "--model",
+        "mnist-sd",
+        "--mode",
+        mode,
+        "--samples",
+        samples,
+        "--steps",
+        "5",
+        "--batch",
+        "10",
+        "--grids",
+        grids.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    for d in 0..10 {
+        assert!(grids.join(format!("digit_{d}.png")).exists());
+    }
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+#[test]
+fn eval_reports_accuracy_fid_and_floor_in_both_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = eval(dir.path(), "plain", "20");
+    for key in ["model", "mode", "samples", "accuracy", "fid", "fid_floor"] {
+        assert!(plain.get(key).is_some(), "no `{key}` in {plain}");
+    }
+    assert_eq!(plain["model"], "mnist-sd");
+    assert_eq!(plain["mode"], "plain");
+    assert_eq!(plain["samples"], 20);
+    // The shipped classifier knows real digits; its two held-out halves are close in FID, and
+    // 20 generated digits (5 DDIM steps) are further from the real ones than that.
+    assert!(plain["classifier_accuracy"].as_f64().unwrap() >= 0.97);
+    let (fid, floor) = (
+        plain["fid"].as_f64().unwrap(),
+        plain["fid_floor"].as_f64().unwrap(),
+    );
+    assert!(floor > 0.0 && floor < fid, "fid {fid}, floor {floor}");
+    assert!((0.0..=1.0).contains(&plain["accuracy"].as_f64().unwrap()));
+
+    let approx = eval(dir.path(), "approx", "10");
+    assert_eq!(approx["mode"], "approx");
+    assert_eq!(approx["samples"], 10);
+    assert!(approx["fid"].as_f64().unwrap().is_finite());
+}
+
+#[test]
+fn bad_arguments_are_named() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["eval", "--model", "no-such-model"], "no-such-model"),
+        (
+            &["eval", "--samples", "0"],
+            "--samples and --batch must be positive",
+        ),
+        (
+            &["generate", "--prompt", "seven", "--sampler", "ddpm"],
+            "--model cipherdm-mnist",
+        ),
+        (
+            &["generate", "--model", "mnist-sd", "--labels", "3"],
+            "text-to-image model",
+        ),
+        (
+            &["generate", "--prompt", "seven", "--steps", "0"],
+            "cannot sample with 0 steps",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = secdiff(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
