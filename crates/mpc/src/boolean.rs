@@ -533,6 +533,15 @@ impl Party {
     }
 }
 
+/// The widths the adder-based conversions take: at least a sign and one value bit, at most a word.
+fn check_width(op: &'static str, bits: usize) -> Result<()> {
+    if (2..=64).contains(&bits) {
+        Ok(())
+    } else {
+        Err(MpcError::invalid(op, format!("width {bits} not in 2..=64")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,14 +570,5 @@ mod tests {
             assert!(lo.iter().all(|&v| v == 0), "leaves {leaves}");
         }
         assert_eq!(brent_kung_ands(37).iter().sum::<usize>(), 94);
-    }
-}
-
-/// The widths the adder-based conversions take: at least a sign and one value bit, at most a word.
-fn check_width(op: &'static str, bits: usize) -> Result<()> {
-    if (2..=64).contains(&bits) {
-        Ok(())
-    } else {
-        Err(MpcError::invalid(op, format!("width {bits} not in 2..=64")))
     }
 }
