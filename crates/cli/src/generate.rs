@@ -44,7 +44,8 @@ pub enum SpacingArg {
 pub struct GenerateArgs {
     /// A model name under models/ (or $SECDIFF_MODELS), or a model directory: mnist-sd (text to
     /// digit, --prompt) or cipherdm-mnist (CipherDM's label-conditional U-Net, --labels).
-    /// Default: mnist-sd with --prompt, else cipherdm-mnist.
+    /// Default: mnist-sd in plain mode; cipherdm-mnist with class-label inputs (--labels, --noise)
+    /// and in the mpc and he modes (the SD family has no MPC/HE driver yet).
     #[arg(long)]
     pub model: Option<String>,
     #[arg(long, value_enum, default_value_t = Mode::Plain)]
@@ -100,13 +101,15 @@ pub struct GenerateArgs {
 }
 
 impl GenerateArgs {
-    /// The model to sample: --model, else mnist-sd for a --prompt and CipherDM's
-    /// label-conditional model otherwise.
+    /// The model to sample: --model, else the best embedded model the request can run: mnist-sd,
+    /// or CipherDM's label-conditional model for class-label inputs and for the private modes.
     pub fn model_name(&self) -> &str {
         match &self.model {
             Some(model) => model,
-            None if self.prompt.is_some() => "mnist-sd",
-            None => "cipherdm-mnist",
+            None if self.labels.is_some() || self.noise.is_some() || self.mode != Mode::Plain => {
+                "cipherdm-mnist"
+            }
+            None => "mnist-sd",
         }
     }
 }

@@ -37,10 +37,11 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
         )));
     }
     if args.mode != Mode::Plain {
-        return Err(CliError::Usage(
-            "--prompt runs in plain mode only so far (the SD family has no MPC/HE driver yet)"
-                .into(),
-        ));
+        return Err(CliError::Usage(format!(
+            "{} is a text-to-image model and runs in plain mode only so far (the SD family has \
+             no MPC/HE driver yet); for --mode mpc or he use --model cipherdm-mnist --labels ...",
+            args.model_name()
+        )));
     }
     if !args.guidance.is_finite() {
         return Err(CliError::Usage(format!(

@@ -278,7 +278,7 @@ fn bad_requests_are_named() {
     );
     assert_fails(d, &["--labels", "0,-1"], "label -1 is outside");
     assert_fails(d, &["--labels", "0,x"], "`x` is not an integer label");
-    assert_fails(d, &[], "give --labels");
+    assert_fails(d, &["--model", "cipherdm-mnist"], "give --labels");
     assert_fails(
         d,
         &["--labels", "0", "--steps", "0"],
@@ -377,4 +377,61 @@ fn info_prints_the_parameter_count() {
     assert!(text.contains("parameters: 15881 in 196 tensors"), "{text}");
     let bad = secdiff(&["info", "--model", "nope"]);
     assert!(!bad.status.success());
+}
+
+#[test]
+fn mnist_sd_is_the_default_and_labels_still_mean_cipherdm_mnist() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let run = secdiff(&[
+        "generate",
+        "--prompt",
+        "3",
+        "--steps",
+        "2",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(
+        json["model"].as_str().unwrap().ends_with("mnist-sd"),
+        "{json}"
+    );
+    // No prompt at all: unconditional digits from the default model.
+    let raw = dir.path().join("x0.safetensors");
+    let run = secdiff(&[
+        "generate",
+        "--steps",
+        "2",
+        "--raw-out",
+        raw.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(raw_x0(&raw).shape().to_vec(), vec![1, 1, 28, 28]);
+    // --labels without --model: CipherDM's label-conditional model, as before.
+    let run = secdiff(&[
+        "generate",
+        "--labels",
+        "0,1",
+        "--steps",
+        "2",
+        "--raw-out",
+        raw.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(raw_x0(&raw).shape().to_vec(), vec![2, 1, 28, 28]);
 }
