@@ -118,6 +118,30 @@ impl<'p> Mpc<'p> {
         y.reshape(x.shape()).map_err(backend_err)
     }
 
+    /// Runs a norm kernel with its affine parameters as the kernels take them: public values
+    /// when both are public, otherwise both as flat shares.
+    fn with_norm_affine(
+        &self,
+        gamma: &MpcParam,
+        beta: &MpcParam,
+        kernel: impl FnOnce(NormAffine<'_, AShare>) -> mpc::nonlinear::ops::Result<AShare>,
+    ) -> mpc::nonlinear::ops::Result<AShare> {
+        if let (MpcParam::Public { values: g, .. }, MpcParam::Public { values: b, .. }) =
+            (gamma, beta)
+        {
+            return kernel(NormAffine::Public { gamma: g, beta: b });
+        }
+        let flat = |p: &MpcParam| {
+            let s = self.as_share(p);
+            s.reshape(&[s.len()])
+        };
+        let (g, b) = (flat(gamma)?, flat(beta)?);
+        kernel(NormAffine::Shared {
+            gamma: &g,
+            beta: &b,
+        })
+    }
+
     fn as_share(&self, p: &MpcParam) -> AShare {
         match p {
             MpcParam::Secret(s) => s.clone(),
@@ -369,37 +393,10 @@ impl Backend for Mpc<'_> {
         })?;
         let method = self.methods.norm;
         self.track("group_norm", || {
-            self.flat_kernel(x, |e, x| match (gamma, beta) {
-                (MpcParam::Public { values: g, .. }, MpcParam::Public { values: b, .. }) => {
-                    group_norm(
-                        e,
-                        x,
-                        dims,
-                        groups,
-                        NormAffine::Public { gamma: g, beta: b },
-                        eps as f64,
-                        method,
-                    )
-                }
-                _ => {
-                    let flat = |p: &MpcParam| {
-                        let s = self.as_share(p);
-                        s.reshape(&[s.len()])
-                    };
-                    let (g, b) = (flat(gamma)?, flat(beta)?);
-                    group_norm(
-                        e,
-                        x,
-                        dims,
-                        groups,
-                        NormAffine::Shared {
-                            gamma: &g,
-                            beta: &b,
-                        },
-                        eps as f64,
-                        method,
-                    )
-                }
+            self.flat_kernel(x, |e, x| {
+                self.with_norm_affine(gamma, beta, |affine| {
+                    group_norm(e, x, dims, groups, affine, eps as f64, method)
+                })
             })
         })
     }
@@ -417,35 +414,10 @@ impl Backend for Mpc<'_> {
             .ok_or_else(|| Error::shape("layer_norm", "scalar input"))?;
         let method = self.methods.norm;
         self.track("layer_norm", || {
-            self.flat_kernel(x, |e, x| match (gamma, beta) {
-                (MpcParam::Public { values: g, .. }, MpcParam::Public { values: b, .. }) => {
-                    layer_norm(
-                        e,
-                        x,
-                        row,
-                        NormAffine::Public { gamma: g, beta: b },
-                        eps as f64,
-                        method,
-                    )
-                }
-                _ => {
-                    let flat = |p: &MpcParam| {
-                        let s = self.as_share(p);
-                        s.reshape(&[s.len()])
-                    };
-                    let (g, b) = (flat(gamma)?, flat(beta)?);
-                    layer_norm(
-                        e,
-                        x,
-                        row,
-                        NormAffine::Shared {
-                            gamma: &g,
-                            beta: &b,
-                        },
-                        eps as f64,
-                        method,
-                    )
-                }
+            self.flat_kernel(x, |e, x| {
+                self.with_norm_affine(gamma, beta, |affine| {
+                    layer_norm(e, x, row, affine, eps as f64, method)
+                })
             })
         })
     }
