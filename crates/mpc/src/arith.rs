@@ -51,6 +51,10 @@
 //! d = 18 (an earlier form used oblivious transfers: six d-bit values, 37.5 bytes). Error: at most
 //! 1 ulp (floor(z / 2^d) or that + 1), never a large error while |z| < 2^62.
 //!
+//! Every per-element step above (PRF draws, shifts, the packing of μ and y, the bytes of the
+//! outgoing frames) runs in fused chunked passes (`crate::fused`): a 1M-element product touches
+//! each of its vectors about once and allocates no full-length temporary.
+//!
 //! What is opened and why it is safe, per party (all masks are fresh PRF outputs of a key the
 //! receiver does not hold):
 //! - R1 receives z_2 - t (masked by t) and y2 = A63 μ - ζ0 (masked by ζ0).
@@ -65,10 +69,11 @@ use ring::{gemm, matmul_dims, RingTensor};
 use crate::ashare::AShare;
 use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
+use crate::fused::{self, Cut, PAR_MIN};
 use crate::party::{Ctx, Party};
 use crate::wire::{
-    check_words, decode_words, encode_words, packed_len, split_frame, word_at, BitReader,
-    BitWriter, WordBits,
+    check_words, decode_words, pack_into, packed_len, push_le, split_frame, word_at, BitReader,
+    WordBits,
 };
 
 // PRF purposes inside one arithmetic protocol invocation.
@@ -77,9 +82,6 @@ const P_DELTA: u32 = 1;
 /// The d-bit values of the robust correction (ρ and ζ1, or ζ0).
 const P_NARROW: u32 = 2;
 const P_MASK: u32 = 6;
-
-/// Elements above which local elementwise work is split across the cores.
-const PAR_MIN: usize = 1 << 15;
 
 /// Bytes sent and rounds per relative role R0, R1, R2, and the latency in rounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,22 +191,34 @@ fn check_trunc_bits(label: &'static str, d: u32) -> Result<()> {
     Ok(())
 }
 
-/// The robust correction's d-bit randomness of one relative component's key, `per` values per
-/// element, cut from one PRF draw of `ceil(n per d / 64)` words: (ρ, ζ1) from the key of R0 and
-/// R1, ζ0 from the key of R0 and R2.
-fn narrow_words(cx: &Ctx<'_>, comp: usize, n: usize, per: usize, d: u32) -> Vec<u64> {
-    cx.draw_comp(comp, P_NARROW, WordBits::words_for(per * n, d))
+/// Where a truncation pass gets the value it truncates, per element (see [`Party::trunc_r0`]
+/// and [`Party::trunc_r12`]).
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    /// The vector already holds B (at R0) or A (at R1 and R2).
+    Ready,
+    /// R0 of a fused product: the vector holds z_0; B = z_0 + t - s.
+    Masked,
+    /// R1 or R2 of a fused product: the vector holds its own term of A; the other's term is
+    /// this message (little-endian words, length checked).
+    Swapped(&'a [u8]),
 }
 
-/// `v[i] = f(v[i], i)` over a slice, on all cores for long slices.
-fn update(v: &mut [u64], f: impl Fn(u64, usize) -> u64 + Sync) {
-    if v.len() >= PAR_MIN {
-        v.par_iter_mut()
-            .enumerate()
-            .for_each(|(i, x)| *x = f(*x, i));
-    } else {
-        v.iter_mut().enumerate().for_each(|(i, x)| *x = f(*x, i));
-    }
+/// The d-bit PRF fields (`per` per element) of elements `start..start + len`, drawn from the
+/// key of relative component `comp`: words `start * per * d / 64..` of one stream, so that a
+/// chunk draws just its part (`start` is a multiple of 64).
+fn narrow_chunk(
+    cx: &Ctx<'_>,
+    comp: usize,
+    start: usize,
+    len: usize,
+    per: usize,
+    d: u32,
+) -> Vec<u64> {
+    let mut w = vec![0u64; WordBits::words_for(per * len, d)];
+    let off = start * per * d as usize / 64;
+    cx.prf_rel(comp).fill_at(cx.nonce, P_NARROW, off, &mut w);
+    w
 }
 
 impl Party {
@@ -220,11 +234,19 @@ impl Party {
     ) -> Result<AShare> {
         let n = z.len();
         let me = cx.id();
+        let nonce = cx.nonce;
         let Some((method, d)) = trunc else {
-            cx.add_zero_share(P_ZERO, &mut z);
             // Plain reshare: send z_i + α_i to P_{i-1}, receive z_{i+1} + α_{i+1} from P_{i+1}.
             let (prev, next) = ((me + 2) % 3, (me + 1) % 3);
-            cx.send_abs(prev, encode_words(&z))?;
+            let (own, nxt) = (self.comp_prf(me), self.comp_prf(me + 1));
+            let mut frame = vec![0u8; 8 * n];
+            let parts = (Cut::words(&mut z[..]), Cut::word_bytes(&mut frame[..]));
+            fused::run(n, parts, &|start, _, (z, out)| {
+                own.add_at(nonce, P_ZERO, start, z.data, false);
+                nxt.add_at(nonce, P_ZERO, start, z.data, true);
+                push_le(out.data, z.data);
+            });
+            cx.send_abs(prev, frame)?;
             let other = decode_words(cx.label, next, &cx.recv_abs(next)?, n)?;
             return Ok(AShare::new_unchecked(
                 me,
@@ -234,88 +256,93 @@ impl Party {
         };
         check_trunc_bits(cx.label, d)?;
         // Masks that sum to zero: B = z_0 + t - s at R0, z_1 + s at R1, z_2 - t at R2, with s
-        // shared by R0 and R1 and t by R0 and R2 (see the module docs).
-        let (s_key, t_key) = (cx.abs(1), cx.abs(0));
-        let prf = |comp| cx.party.comp_prf(comp);
-        match cx.role() {
-            0 => {
-                prf(t_key).add_into(cx.nonce, P_MASK, &mut z, false);
-                prf(s_key).add_into(cx.nonce, P_MASK, &mut z, true);
-            }
-            1 => prf(s_key).add_into(cx.nonce, P_MASK, &mut z, false),
-            _ => prf(t_key).add_into(cx.nonce, P_MASK, &mut z, true),
+        // from the key of R0 and R1 (component 1) and t from that of R0 and R2 (component 0).
+        let role = cx.role();
+        if role == 0 {
+            return self.trunc_r0(cx, z, Input::Masked, shape, method, d);
         }
-        if cx.role() != 0 {
-            // R1 and R2 swap their terms of A = (z_1 + s) + (z_2 - t).
-            let other = 3 - cx.role();
-            cx.send(other, encode_words(&z))?;
-            let theirs = cx.recv(other)?;
-            check_words(cx.label, cx.abs(other), &theirs, n)?;
-            update(&mut z, |a, i| a.wrapping_add(word_at(&theirs, i)));
-        }
-        self.trunc_split(cx, z, shape, method, d)
+        // R1 and R2 swap their terms of A = (z_1 + s) + (z_2 - t).
+        let other = 3 - role;
+        let (key, negate) = if role == 1 {
+            (cx.prf_rel(1), false)
+        } else {
+            (cx.prf_rel(0), true)
+        };
+        let mut frame = vec![0u8; 8 * n];
+        let parts = (Cut::words(&mut z[..]), Cut::word_bytes(&mut frame[..]));
+        fused::run(n, parts, &|start, _, (z, out)| {
+            key.add_at(nonce, P_MASK, start, z.data, negate);
+            push_le(out.data, z.data);
+        });
+        cx.send(other, frame)?;
+        let theirs = cx.recv(other)?;
+        check_words(cx.label, cx.abs(other), &theirs, n)?;
+        self.trunc_r12(cx, z, Input::Swapped(&theirs), shape, method, d)
     }
 
-    /// Truncate z = B + A where R0 holds `v` = B and R1, R2 hold `v` = A (see the module docs).
-    fn trunc_split(
+    /// R0's side of a truncation (module docs): B = `v` completed per `input`.
+    /// - fast: c0 = floor(B / 2^d) - δ, sent to R2; R0 keeps (c0, δ).
+    /// - robust: c0 = floor((B + 2^62) / 2^d) - δ + ζ0 2^(64-d) (sent to R2 whole, so R2 adds
+    ///   nothing) and c1 = δ + ζ1 2^(64-d), with μ = B63 - ρ packed behind c0 in the same
+    ///   message.
+    fn trunc_r0(
         &self,
         cx: &Ctx<'_>,
         mut v: Vec<u64>,
+        input: Input<'_>,
         shape: &[usize],
         method: TruncMethod,
         d: u32,
     ) -> Result<AShare> {
         let n = v.len();
-        let me = cx.id();
-        let role = cx.role();
-        match (role, method) {
-            (0, TruncMethod::Fast) => {
-                // e0 = floor(B / 2^d) - δ, in place, sent to R2.
-                let delta = cx.draw_comp(1, P_DELTA, n);
-                update(&mut v, |b, i| floor_shift(b, d).wrapping_sub(delta[i]));
-                cx.send(2, encode_words(&v))?;
-                Ok(AShare::new_unchecked(
-                    me,
-                    tensor(shape, v)?,
-                    tensor(shape, delta)?,
-                ))
+        let nonce = cx.nonce;
+        let (k0, k1) = (cx.prf_rel(0), cx.prf_rel(1));
+        let complete = |start: usize, b: &mut [u64]| {
+            if let Input::Masked = input {
+                k0.add_at(nonce, P_MASK, start, b, false);
+                k1.add_at(nonce, P_MASK, start, b, true);
             }
-            (0, TruncMethod::Robust) => self.robust_r0(cx, v, shape, d),
-            (_, TruncMethod::Fast) => {
-                update(&mut v, |a, _| ceil_shift(a, d));
-                let c_r0 = if role == 1 {
-                    cx.draw_comp(1, P_DELTA, n)
-                } else {
-                    decode_words(cx.label, cx.abs(0), &cx.recv(0)?, n)?
-                };
-                self.assemble(me, role, shape, c_r0, v)
+        };
+        let robust = method == TruncMethod::Robust;
+        let narrow = if robust { packed_len(n, d) } else { 0 };
+        let mut delta = vec![0u64; n];
+        let mut frame = vec![0u8; 8 * n + narrow];
+        let (c0_bytes, mu_bytes) = frame.split_at_mut(8 * n);
+        let parts = (
+            Cut::words(&mut v[..]),
+            Cut::words(&mut delta[..]),
+            Cut::word_bytes(c0_bytes),
+            Cut::packed(mu_bytes, d),
+        );
+        fused::run(n, parts, &|start, len, (b, delta, c0, mu)| {
+            complete(start, b.data);
+            k1.fill_at(nonce, P_DELTA, start, delta.data);
+            if robust {
+                let k = 64 - d;
+                let w1 = narrow_chunk(cx, 1, start, len, 2, d);
+                let w0 = narrow_chunk(cx, 0, start, len, 1, d);
+                let (mut r1, mut r0) = (WordBits::new(&w1, d), WordBits::new(&w0, d));
+                let mut masked_bits = vec![0u64; len];
+                for ((x, dl), m) in b
+                    .data
+                    .iter_mut()
+                    .zip(delta.data.iter_mut())
+                    .zip(&mut masked_bits)
+                {
+                    let b = x.wrapping_add(1 << 62);
+                    let (rho, z1, z0) = (r1.read(), r1.read(), r0.read());
+                    *m = (b >> 63).wrapping_sub(rho);
+                    *x = floor_shift(b, d).wrapping_sub(*dl).wrapping_add(z0 << k);
+                    *dl = dl.wrapping_add(z1 << k);
+                }
+                pack_into(mu.data, &masked_bits, d);
+            } else {
+                for (x, dl) in b.data.iter_mut().zip(delta.data.iter()) {
+                    *x = floor_shift(*x, d).wrapping_sub(*dl);
+                }
             }
-            (_, TruncMethod::Robust) => self.robust_r12(cx, v, shape, d),
-        }
-    }
-
-    /// R0's side of the robust truncation: one pass that shifts B + 2^62, forms
-    /// c0 = floor((B + 2^62) / 2^d) - δ + ζ0 2^(64-d) (sent to R2 whole, so R2 adds nothing) and
-    /// c1 = δ + ζ1 2^(64-d), and packs μ = B63 - ρ behind c0 in the same message.
-    fn robust_r0(&self, cx: &Ctx<'_>, mut v: Vec<u64>, shape: &[usize], d: u32) -> Result<AShare> {
-        let n = v.len();
-        let k = 64 - d;
-        let mut delta = cx.draw_comp(1, P_DELTA, n);
-        let w1 = narrow_words(cx, 1, n, 2, d);
-        let w0 = narrow_words(cx, 0, n, 1, d);
-        let (mut r1, mut r0) = (WordBits::new(&w1, d), WordBits::new(&w0, d));
-        let mut frame = Vec::with_capacity(8 * n + packed_len(n, d));
-        let mut mu = BitWriter::new(Vec::with_capacity(packed_len(n, d)), d);
-        for (x, dl) in v.iter_mut().zip(delta.iter_mut()) {
-            let b = x.wrapping_add(1 << 62);
-            let (rho, z1, z0) = (r1.read(), r1.read(), r0.read());
-            mu.push((b >> 63).wrapping_sub(rho));
-            let c0 = floor_shift(b, d).wrapping_sub(*dl).wrapping_add(z0 << k);
-            frame.extend_from_slice(&c0.to_le_bytes());
-            *x = c0;
-            *dl = dl.wrapping_add(z1 << k);
-        }
-        frame.extend_from_slice(&mu.finish());
+            push_le(c0.data, b.data);
+        });
         cx.send(2, frame)?;
         Ok(AShare::new_unchecked(
             cx.id(),
@@ -324,81 +351,117 @@ impl Party {
         ))
     }
 
-    /// R1's and R2's side of the robust truncation: v = A (both know it). Each forms its d-bit
-    /// term of c - ζ0 - ζ1 (R1: A63 ρ - ζ1; R2: A63 μ - ζ0, with μ from R0's message), swaps it
-    /// with the other, and adds the sum times 2^(64-d) to ceil(A / 2^d) - 2^(62-d).
-    fn robust_r12(&self, cx: &Ctx<'_>, mut v: Vec<u64>, shape: &[usize], d: u32) -> Result<AShare> {
+    /// R1's and R2's side of a truncation: A = `v` completed per `input` (both know it).
+    /// - fast: R1 holds (δ, ceil(A / 2^d)), R2 (ceil(A / 2^d), c0 from R0's message).
+    /// - robust: each forms its d-bit term of c - ζ0 - ζ1 (R1: A63 ρ - ζ1; R2: A63 μ - ζ0, with
+    ///   μ from R0's message), swaps it with the other, and adds the sum times 2^(64-d) to
+    ///   ceil(A / 2^d) - 2^(62-d).
+    fn trunc_r12(
+        &self,
+        cx: &Ctx<'_>,
+        mut v: Vec<u64>,
+        input: Input<'_>,
+        shape: &[usize],
+        method: TruncMethod,
+        d: u32,
+    ) -> Result<AShare> {
         let n = v.len();
+        let nonce = cx.nonce;
         let role = cx.role();
-        let other = 3 - role;
+        let robust = method == TruncMethod::Robust;
+        let narrow = if robust { packed_len(n, d) } else { 0 };
+        let complete = |start: usize, a: &mut [u64]| {
+            if let Input::Swapped(msg) = input {
+                for (i, x) in a.iter_mut().enumerate() {
+                    *x = x.wrapping_add(word_at(msg, start + i));
+                }
+            }
+        };
         let k = 64 - d;
         let offset = 1u64 << (62 - d);
-        let mut y = BitWriter::new(Vec::with_capacity(packed_len(n, d)), d);
-        let c_r0 = if role == 1 {
-            let w = narrow_words(cx, 1, n, 2, d);
-            let mut r = WordBits::new(&w, d);
-            let mut delta = cx.draw_comp(1, P_DELTA, n);
-            for (x, dl) in v.iter_mut().zip(delta.iter_mut()) {
-                let (rho, z1) = (r.read(), r.read());
-                y.push((rho & (*x >> 63).wrapping_neg()).wrapping_sub(z1));
-                *x = ceil_shift(*x, d).wrapping_sub(offset);
-                *dl = dl.wrapping_add(z1 << k);
-            }
-            delta
+        let mut c_r0 = vec![0u64; n];
+        let mut mine = vec![0u8; narrow];
+        if role == 1 {
+            let k1 = cx.prf_rel(1);
+            let parts = (
+                Cut::words(&mut v[..]),
+                Cut::words(&mut c_r0[..]),
+                Cut::packed(&mut mine[..], d),
+            );
+            fused::run(n, parts, &|start, len, (a, delta, y)| {
+                complete(start, a.data);
+                k1.fill_at(nonce, P_DELTA, start, delta.data);
+                if !robust {
+                    a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
+                    return;
+                }
+                let w = narrow_chunk(cx, 1, start, len, 2, d);
+                let mut r = WordBits::new(&w, d);
+                let mut terms = vec![0u64; len];
+                for ((x, dl), t) in a.data.iter_mut().zip(delta.data.iter_mut()).zip(&mut terms) {
+                    let (rho, z1) = (r.read(), r.read());
+                    *t = (rho & (*x >> 63).wrapping_neg()).wrapping_sub(z1);
+                    *x = ceil_shift(*x, d).wrapping_sub(offset);
+                    *dl = dl.wrapping_add(z1 << k);
+                }
+                pack_into(y.data, &terms, d);
+            });
         } else {
             let frame = cx.recv(0)?;
-            let parts = split_frame(cx.label, cx.abs(0), &frame, &[8 * n, packed_len(n, d)])?;
-            let w = narrow_words(cx, 0, n, 1, d);
-            let mut r = WordBits::new(&w, d);
-            let mut mu = BitReader::new(parts[1], d, 0);
-            let mut c0 = Vec::with_capacity(n);
-            for (i, x) in v.iter_mut().enumerate() {
-                y.push((mu.read() & (*x >> 63).wrapping_neg()).wrapping_sub(r.read()));
-                *x = ceil_shift(*x, d).wrapping_sub(offset);
-                c0.push(word_at(parts[0], i));
-            }
-            c0
-        };
-        let mine = y.finish();
-        cx.send(other, mine.clone())?;
-        let theirs = cx.recv(other)?;
-        if theirs.len() != mine.len() {
-            return Err(MpcError::BadMessage {
-                protocol: cx.label,
-                from: cx.abs(other),
-                expected: mine.len(),
-                got: theirs.len(),
+            let from0 = split_frame(cx.label, cx.abs(0), &frame, &[8 * n, narrow])?;
+            let parts = (
+                Cut::words(&mut v[..]),
+                Cut::words(&mut c_r0[..]),
+                Cut::packed(&mut mine[..], d),
+            );
+            fused::run(n, parts, &|start, len, (a, c0, y)| {
+                complete(start, a.data);
+                for (i, c) in c0.data.iter_mut().enumerate() {
+                    *c = word_at(from0[0], start + i);
+                }
+                if !robust {
+                    a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
+                    return;
+                }
+                let w = narrow_chunk(cx, 0, start, len, 1, d);
+                let mut r = WordBits::new(&w, d);
+                let mut mu = BitReader::new(&from0[1][start * d as usize / 8..], d, 0);
+                let mut terms = vec![0u64; len];
+                for (x, t) in a.data.iter_mut().zip(&mut terms) {
+                    *t = (mu.read() & (*x >> 63).wrapping_neg()).wrapping_sub(r.read());
+                    *x = ceil_shift(*x, d).wrapping_sub(offset);
+                }
+                pack_into(y.data, &terms, d);
             });
         }
-        let (mut ra, mut rb) = (BitReader::new(&mine, d, 0), BitReader::new(&theirs, d, 0));
-        for x in v.iter_mut() {
-            *x = x.wrapping_add(ra.read().wrapping_add(rb.read()) << k);
+        if robust {
+            let other = 3 - role;
+            cx.send(other, mine.clone())?;
+            let theirs = cx.recv(other)?;
+            if theirs.len() != mine.len() {
+                return Err(MpcError::BadMessage {
+                    protocol: cx.label,
+                    from: cx.abs(other),
+                    expected: mine.len(),
+                    got: theirs.len(),
+                });
+            }
+            fused::run(n, Cut::words(&mut v[..]), &|start, _, a| {
+                let at = start * d as usize / 8;
+                let mut ra = BitReader::new(&mine[at..], d, 0);
+                let mut rb = BitReader::new(&theirs[at..], d, 0);
+                for x in a.data.iter_mut() {
+                    *x = x.wrapping_add(ra.read().wrapping_add(rb.read()) << k);
+                }
+            });
         }
-        self.assemble(cx.id(), role, shape, c_r0, v)
-    }
-
-    /// R1 holds (c_1, c_2), R2 holds (c_2, c_0): `c_r0` is the component shared with R0.
-    fn assemble(
-        &self,
-        me: usize,
-        role: usize,
-        shape: &[usize],
-        c_r0: Vec<u64>,
-        c2: Vec<u64>,
-    ) -> Result<AShare> {
-        if role == 1 {
-            Ok(AShare::new_unchecked(
-                me,
-                tensor(shape, c_r0)?,
-                tensor(shape, c2)?,
-            ))
-        } else {
-            Ok(AShare::new_unchecked(
-                me,
-                tensor(shape, c2)?,
-                tensor(shape, c_r0)?,
-            ))
-        }
+        // R1 holds (c_1, c_2), R2 holds (c_2, c_0): `c_r0` is the component shared with R0.
+        let (mine_comp, next_comp) = if role == 1 { (c_r0, v) } else { (v, c_r0) };
+        Ok(AShare::new_unchecked(
+            cx.id(),
+            tensor(shape, mine_comp)?,
+            tensor(shape, next_comp)?,
+        ))
     }
 
     /// Truncate a replicated sharing by `d` bits (for products with public values, which are
@@ -410,16 +473,17 @@ impl Party {
     pub fn trunc(&self, x: &AShare, d: u32, method: TruncMethod) -> Result<AShare> {
         let cx = self.begin("trunc");
         check_trunc_bits(cx.label, d)?;
-        let v = if cx.role() == 0 {
-            zip_map(
+        if cx.role() == 0 {
+            let b = zip_map(
                 x.comp(cx.abs(0)).data(),
                 x.comp(cx.abs(1)).data(),
                 u64::wrapping_add,
-            )
+            );
+            self.trunc_r0(&cx, b, Input::Ready, x.shape(), method, d)
         } else {
-            x.comp(cx.abs(2)).data().to_vec()
-        };
-        self.trunc_split(&cx, v, x.shape(), method, d)
+            let a = x.comp(cx.abs(2)).data().to_vec();
+            self.trunc_r12(&cx, a, Input::Ready, x.shape(), method, d)
+        }
     }
 
     fn method(&self, m: Option<TruncMethod>) -> TruncMethod {

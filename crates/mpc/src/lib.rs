@@ -42,6 +42,7 @@ mod bshare;
 mod config;
 pub mod convert;
 mod error;
+mod fused;
 pub mod io;
 pub mod nonlinear;
 mod party;

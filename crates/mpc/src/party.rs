@@ -197,6 +197,10 @@ impl Ctx<'_> {
     pub fn abs(&self, rel: usize) -> PartyId {
         (self.h + rel) % 3
     }
+    /// The PRF key of relative component `rel_comp` (I must hold it).
+    pub(crate) fn prf_rel(&self, rel_comp: usize) -> &Prf {
+        self.party.comp_prf(self.abs(rel_comp))
+    }
     /// Draw `n` words for relative component `rel_comp` (I must hold it).
     pub fn draw_comp(&self, rel_comp: usize, purpose: u32, n: usize) -> Vec<u64> {
         self.party

@@ -26,6 +26,14 @@ pub fn push_words(buf: &mut Vec<u8>, words: &[u64]) {
     }
 }
 
+/// Write `words` as little-endian bytes into `out` (exactly 8 bytes per word).
+pub fn push_le(out: &mut [u8], words: &[u64]) {
+    assert_eq!(out.len(), 8 * words.len(), "push_le: output size");
+    for (o, w) in out.chunks_exact_mut(8).zip(words) {
+        o.copy_from_slice(&w.to_le_bytes());
+    }
+}
+
 /// Word `i` of a little-endian word buffer.
 #[inline(always)]
 pub fn word_at(bytes: &[u8], i: usize) -> u64 {
@@ -113,6 +121,32 @@ pub fn pack_iter(buf: &mut Vec<u8>, vals: impl Iterator<Item = u64>, n: usize, w
     let start = buf.len();
     push_words(buf, &words);
     buf.truncate(start + nbytes);
+}
+
+/// Pack the low `width` bits of each of `vals` into `out`, which holds exactly
+/// `packed_len(vals.len(), width)` bytes (the layout of [`pack_bits`]; a fused pass packs each
+/// chunk into its own slice of the outgoing frame).
+pub fn pack_into(out: &mut [u8], vals: &[u64], width: u32) {
+    assert_eq!(
+        out.len(),
+        packed_len(vals.len(), width),
+        "pack_into: output size"
+    );
+    let mask = low_mask(width);
+    let (mut acc, mut fill, mut pos) = (0u64, 0u32, 0usize);
+    for &v in vals {
+        let v = v & mask;
+        acc |= v << fill;
+        fill += width;
+        if fill >= 64 {
+            out[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
+            pos += 8;
+            fill -= 64;
+            acc = if fill == 0 { 0 } else { v >> (width - fill) };
+        }
+    }
+    let tail = out.len() - pos;
+    out[pos..].copy_from_slice(&acc.to_le_bytes()[..tail]);
 }
 
 /// Appends `width`-bit values to a byte buffer, densely, LSB first (the layout of
@@ -340,6 +374,9 @@ mod tests {
             let mut want = Vec::new();
             pack_bits(&mut want, &vals, width);
             assert_eq!(w.finish(), want, "width {width}");
+            let mut into = vec![0u8; want.len()];
+            pack_into(&mut into, &vals, width);
+            assert_eq!(into, want, "width {width}");
             let words: Vec<u64> = want
                 .chunks(8)
                 .map(|c| {

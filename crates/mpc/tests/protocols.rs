@@ -28,7 +28,15 @@ fn assert_trunc_close(got: &RingTensor, exact_floor: &[i64], what: &str) {
 #[test]
 fn mul_matches_fixed_point_for_both_methods_at_stated_cost() {
     let mut r = rng(1);
-    for (n, scale) in [(1000usize, 1.0), (333, 100.0), (64, 1e-3)] {
+    // Sizes below one chunk of the fused passes, several chunks (8269), and enough for them to
+    // run on all cores (36869, with a ragged last chunk).
+    for (n, scale) in [
+        (1000usize, 1.0),
+        (333, 100.0),
+        (64, 1e-3),
+        (8269, 1.0),
+        (36_869, 10.0),
+    ] {
         let a = normal(&mut r, n, scale);
         let b = normal(&mut r, n, scale);
         let (ea, eb) = (encode(&[n], &a), encode(&[n], &b));
@@ -45,6 +53,19 @@ fn mul_matches_fixed_point_for_both_methods_at_stated_cost() {
             assert_trunc_close(&open(&outs), &want, &format!("mul {m} n={n}"));
             assert_cost(&outs, product_cost(n, Some((m, 18))));
         }
+        let outs = run(
+            cfg(TruncMethod::Robust),
+            &[ea.clone(), eb.clone()],
+            |p, s| p.mul_raw(&s[0], &s[1]),
+        );
+        let want: Vec<u64> = ea
+            .data()
+            .iter()
+            .zip(eb.data())
+            .map(|(&x, &y)| x.wrapping_mul(y))
+            .collect();
+        assert_eq!(open(&outs).data(), &want[..], "mul_raw n={n}");
+        assert_cost(&outs, product_cost(n, None));
     }
 }
 
@@ -99,9 +120,14 @@ fn broadcasting_mul_and_square() {
 #[test]
 fn standalone_truncation_and_public_products() {
     let mut r = rng(3);
-    let n = 500;
-    let a = normal(&mut r, n, 50.0);
-    let c = normal(&mut r, n, 3.0);
+    for n in [500, 36_869] {
+        standalone_truncation_at(&mut r, n);
+    }
+}
+
+fn standalone_truncation_at(r: &mut impl Rng, n: usize) {
+    let a = normal(r, n, 50.0);
+    let c = normal(r, n, 3.0);
     let (ea, ec) = (encode(&[n], &a), encode(&[n], &c));
     for m in METHODS {
         let outs = run(cfg(m), std::slice::from_ref(&ea), |p, s| {
