@@ -89,6 +89,10 @@ pub fn to_planes(vals: &[u64], bits: usize) -> Vec<u64> {
 
 /// Inverse of [`to_planes`]: `len` values whose low `bits` bits come from the planes.
 pub fn from_planes(planes: &[u64], bits: usize, len: usize) -> Vec<u64> {
+    if bits == 1 {
+        // The common case (comparison results, bits to inject): no transpose needed.
+        return (0..len).map(|i| (planes[i / 64] >> (i % 64)) & 1).collect();
+    }
     let words = words_for(len);
     let mut out = Vec::with_capacity(len);
     let mut blk = [0u64; 64];
@@ -320,6 +324,8 @@ mod tests {
             }
         }
         assert_eq!(from_planes(&planes, 64, 150), vals);
+        let one = from_planes(&to_planes(&vals, 1), 1, 150);
+        assert!(one.iter().zip(&vals).all(|(b, v)| *b == v & 1));
         let low = from_planes(&to_planes(&vals, 10), 10, 150);
         assert!(low.iter().zip(&vals).all(|(a, b)| *a == b & 1023));
     }

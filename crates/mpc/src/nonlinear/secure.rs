@@ -20,6 +20,7 @@ use super::ops::{Coef, Fma, FxpOps, Pow2Layout, Result, Threshold};
 use super::NonlinearError;
 use crate::bshare::{from_planes, to_planes, BShare};
 use crate::config::TruncMethod;
+use crate::fused::{self, Cut};
 use crate::wire::{pack_bits, unpack_bits};
 use crate::{AShare, MpcError, Party};
 
@@ -95,7 +96,7 @@ fn concat_bits(id: usize, parts: &[&BShare]) -> Result<BShare> {
 fn job_terms(
     id: usize,
     job: &Fma<'_, AShare>,
-    raw: impl Fn(f64) -> u64,
+    raw: impl Fn(f64) -> u64 + Sync,
     const_raw: u64,
     g: u32,
 ) -> Result<Vec<u64>> {
@@ -109,37 +110,29 @@ fn job_terms(
             op: "fma",
             detail: "a job has no terms".into(),
         })?;
-    let mut z = vec![if id == 0 { const_raw } else { 0 }; n];
-    let check = |a: &AShare, b: &AShare| {
-        if a.len() != n || b.len() != n {
-            return Err(NonlinearError::Shape {
-                op: "fma",
-                detail: format!("product of {} and {} in a job of {n}", a.len(), b.len()),
-            });
-        }
-        Ok(())
-    };
     let lift = 1u64 << g;
+    let mut products = Vec::with_capacity(job.products.len() + job.scaled.len());
     let terms = job
         .products
         .iter()
         .map(|(a, b)| (*a, *b, lift))
         .chain(job.scaled.iter().map(|(a, b, c)| (*a, *b, raw(*c))));
     for (a, b, c) in terms {
-        check(a, b)?;
-        let (a0, a1, b0, b1) = (
+        if a.len() != n || b.len() != n {
+            return Err(NonlinearError::Shape {
+                op: "fma",
+                detail: format!("product of {} and {} in a job of {n}", a.len(), b.len()),
+            });
+        }
+        products.push((
             a.mine().data(),
             a.next().data(),
             b.mine().data(),
             b.next().data(),
-        );
-        for i in 0..n {
-            let t = a0[i]
-                .wrapping_mul(b0[i].wrapping_add(b1[i]))
-                .wrapping_add(a1[i].wrapping_mul(b0[i]));
-            z[i] = z[i].wrapping_add(t.wrapping_mul(c));
-        }
+            c,
+        ));
     }
+    let mut linear = Vec::with_capacity(job.linear.len());
     for (x, c) in &job.linear {
         if x.len() != n {
             return Err(NonlinearError::Shape {
@@ -147,27 +140,51 @@ fn job_terms(
                 detail: format!("term of {} in a job of {n}", x.len()),
             });
         }
-        let x0 = x.mine().data();
-        match c {
-            Coef::Scalar(c) => {
-                let c = raw(*c) << g;
-                for i in 0..n {
-                    z[i] = z[i].wrapping_add(x0[i].wrapping_mul(c));
-                }
+        if let Coef::PerElement(cs) = c {
+            if cs.len() != n {
+                return Err(NonlinearError::Shape {
+                    op: "fma",
+                    detail: format!("{} coefficients for {n} elements", cs.len()),
+                });
             }
-            Coef::PerElement(cs) => {
-                if cs.len() != n {
-                    return Err(NonlinearError::Shape {
-                        op: "fma",
-                        detail: format!("{} coefficients for {n} elements", cs.len()),
-                    });
+        }
+        linear.push((x.mine().data(), c));
+    }
+    // One pass over chunks of the output, all terms per chunk, on all cores for long jobs.
+    let mut z = vec![if id == 0 { const_raw } else { 0 }; n];
+    fused::run(n, Cut::words(&mut z[..]), &|start, len, z| {
+        let range = start..start + len;
+        for &(a0, a1, b0, b1, c) in &products {
+            let (a0, a1, b0, b1) = (
+                &a0[range.clone()],
+                &a1[range.clone()],
+                &b0[range.clone()],
+                &b1[range.clone()],
+            );
+            for (i, zi) in z.data.iter_mut().enumerate() {
+                let t = a0[i]
+                    .wrapping_mul(b0[i].wrapping_add(b1[i]))
+                    .wrapping_add(a1[i].wrapping_mul(b0[i]));
+                *zi = zi.wrapping_add(t.wrapping_mul(c));
+            }
+        }
+        for &(x0, c) in &linear {
+            let x0 = &x0[range.clone()];
+            match c {
+                Coef::Scalar(c) => {
+                    let c = raw(*c) << g;
+                    for (zi, x) in z.data.iter_mut().zip(x0) {
+                        *zi = zi.wrapping_add(x.wrapping_mul(c));
+                    }
                 }
-                for i in 0..n {
-                    z[i] = z[i].wrapping_add(x0[i].wrapping_mul(raw(cs[i]) << g));
+                Coef::PerElement(cs) => {
+                    for ((zi, x), cf) in z.data.iter_mut().zip(x0).zip(&cs[range.clone()]) {
+                        *zi = zi.wrapping_add(x.wrapping_mul(raw(*cf) << g));
+                    }
                 }
             }
         }
-    }
+    });
     Ok(z)
 }
 
