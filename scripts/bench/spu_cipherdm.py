@@ -82,6 +82,11 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--runs", type=int, default=3, help="timed forward runs")
     ap.add_argument("--out", default=None, help="result JSON (default: spu_<workload>_b<batch>.json)")
+    ap.add_argument("--plain-divide", action="store_true",
+                    help="compile x / broadcast(sum) as a division per element (SPU's default); "
+                         "by default the compiler's enable_optimize_denominator_with_broadcast "
+                         "turns softmax's division into one reciprocal per row and a product, as "
+                         "CipherDM's Algorithm 1 does (about half the bytes of a forward)")
     ap.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir)")
     ap.add_argument("--port", type=int, default=23000 + os.getpid() % 500 * 3)
     args = ap.parse_args()
@@ -117,8 +122,10 @@ def main():
     flat, _ = jax.tree_util.tree_flatten(example)
     names = [f"in{i}" for i in range(len(flat))]
     start = time.perf_counter()
+    copts = libspu.CompilerOptions()
+    copts.enable_optimize_denominator_with_broadcast = not args.plain_divide
     exe, _ = spu_fe.compile(spu_fe.Kind.JAX, fn, example, {}, names, vis,
-                            lambda outs: [f"out{i}" for i in range(len(outs))])
+                            lambda outs: [f"out{i}" for i in range(len(outs))], copts=copts)
     compile_s = time.perf_counter() - start
     open(f"{wd}/exe.bin", "wb").write(exe.SerializeToString())
 
@@ -168,6 +175,7 @@ def main():
         "batch": n,
         "compile_s": compile_s,
         "bytes_per_party": comm,
+        "compiler_options": {"enable_optimize_denominator_with_broadcast": not args.plain_divide},
     }
     jf = jax.jit(fn)
     if args.workload == "forward":
