@@ -2,7 +2,9 @@
 # The decisive comparison: SecretFlow SPU against secdiff on CipherDM's exact model
 # (cipherdm-mnist: weights, image and label secret, ABY3, 3 processes on loopback, 18 fraction
 # bits), on the same inputs (tests/data/cipherdm-mnist/cases.safetensors: ddim50.x_T, ddim50.y),
-# measured in one run on this machine, with the ratios printed at the end.
+# measured in one run on this machine, with the ratios printed at the end. SPU compiles with
+# enable_optimize_denominator_with_broadcast (softmax as a reciprocal per row and a product, the
+# configuration of the SPU figures; spu_cipherdm.py --plain-divide gives SPU's default).
 #
 #   scripts/bench/spu_sample_side_by_side.sh [--batch 4] [--ddim50] [--spu-ddim50-json FILE]
 #

@@ -8,7 +8,9 @@
 #
 #   scripts/bench/vs_spu.sh [mul matmul less exp silu gelu rsqrt softmax]   (default: all)
 # Environment: SPU_DIR (default ../shared/peers/spu next to the repo, or /work/shared/peers/spu),
-# SPU_PY (default /tmp/spu-venv/bin/python), REPEAT (our timed runs, default 3), ROUNDS (default 1),
+# SPU_PY (default /tmp/spu-venv/bin/python), REPEAT (our timed runs after one warm-up, default 5:
+# SPU's harness does two warm-ups and three runs; with three, our short ops still include heap
+# growth), ROUNDS (default 1),
 # OUT (JSON of the comparison, default target/vs_spu.json).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,7 +22,7 @@ if [ -z "$SPU_DIR" ]; then
   done
 fi
 SPU_PY=${SPU_PY:-/tmp/spu-venv/bin/python}
-REPEAT=${REPEAT:-3}
+REPEAT=${REPEAT:-5}
 ROUNDS=${ROUNDS:-1}
 OUT=${OUT:-$ROOT/target/vs_spu.json}
 [ -f "${SPU_DIR:-}/run_dist.py" ] || { echo "vs_spu: SPU harness not found (set SPU_DIR)" >&2; exit 1; }
