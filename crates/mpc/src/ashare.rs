@@ -76,6 +76,14 @@ impl AShare {
         (self.mine, self.next)
     }
 
+    /// [`AShare::reshape`] without copying the data.
+    pub fn into_reshaped(self, shape: &[usize]) -> Result<Self> {
+        let id = self.id;
+        let mine = RingTensor::new(shape, self.mine.into_data())?;
+        let next = RingTensor::new(shape, self.next.into_data())?;
+        Ok(AShare::new_unchecked(id, mine, next))
+    }
+
     /// Absolute component `c` (must be `id` or `id + 1` mod 3).
     pub(crate) fn comp(&self, c: usize) -> &RingTensor {
         if c % 3 == self.id {

@@ -57,42 +57,45 @@ impl ScaledPoly<'_> {
         let inv = 1.0 / self.half_width;
         let u = e.add_const(t, -self.center);
         let m = d.div_ceil(2);
-        // pw[k] holds E_k u^k for k >= 2 (pw[0], pw[1] unused; u itself has E_1 = 1).
+        // pw[k] holds E_k u^k for k >= 2 (pw[0], pw[1] unused; u itself has E_1 = 1). The jobs
+        // borrow the powers: a cloned share is a copy of two full-length vectors.
         let mut pw: Vec<Option<E::A>> = vec![None; m + 1];
         let mut eff = vec![1.0f64; m + 1];
-        let share = |pw: &[Option<E::A>], k: usize| -> E::A {
+        fn power<'a, A>(u: &'a A, pw: &'a [Option<A>], k: usize) -> &'a A {
             if k == 1 {
-                u.clone()
+                u
             } else {
-                pw[k].clone().expect("power formed in an earlier call")
+                pw[k].as_ref().expect("power formed in an earlier call")
             }
-        };
+        }
         let mut have = 1;
         while have < m {
             let next = (2 * have).min(m);
             let ks: Vec<usize> = (have + 1..=next).collect();
-            let parts: Vec<(E::A, E::A, f64)> = ks
+            let mults: Vec<f64> = ks
                 .iter()
-                .map(|&k| {
-                    let (a, b) = (have, k - have);
-                    let mult = inv.powi(k as i32) / (eff[a] * eff[b]);
-                    (share(&pw, a), share(&pw, b), mult)
+                .map(|&k| inv.powi(k as i32) / (eff[have] * eff[k - have]))
+                .collect();
+            let jobs: Vec<Fma<'_, E::A>> = ks
+                .iter()
+                .zip(&mults)
+                .map(|(&k, &c)| {
+                    Fma::constant(0.0).plus_scaled_product(
+                        power(&u, &pw, have),
+                        power(&u, &pw, k - have),
+                        c,
+                    )
                 })
                 .collect();
-            let jobs: Vec<Fma<'_, E::A>> = parts
-                .iter()
-                .map(|(a, b, c)| Fma::constant(0.0).plus_scaled_product(a, b, *c))
-                .collect();
             let out = e.fma(&jobs)?;
-            for ((&k, v), (_, _, c)) in ks.iter().zip(out).zip(&parts) {
-                let (a, b) = (have, k - have);
-                eff[k] = enc(*c) * eff[a] * eff[b];
+            drop(jobs);
+            for ((&k, v), c) in ks.iter().zip(out).zip(&mults) {
+                eff[k] = enc(*c) * eff[have] * eff[k - have];
                 pw[k] = Some(v);
             }
             have = next;
         }
-        let shares: Vec<E::A> = (1..=m).map(|k| share(&pw, k)).collect();
-        let at = |k: usize| &shares[k - 1];
+        let at = |k: usize| power(&u, &pw, k);
         let mut job = Fma::constant(self.coef[0]);
         for (k, e_k) in eff.iter().enumerate().skip(1) {
             job = job.plus(at(k), self.coef[k] * inv.powi(k as i32) / e_k);

@@ -342,7 +342,11 @@ impl FxpOps for Secure<'_> {
                     let g = jobs[j].coef_bits(f as u32);
                     let t = job_terms(id, &jobs[j], raw, const_raw(jobs[j].constant), g)?;
                     lens.push(t.len());
-                    z.extend(t);
+                    if z.is_empty() {
+                        z = t; // the common single-job group: no copy
+                    } else {
+                        z.extend(t);
+                    }
                 }
                 let n = z.len();
                 let cx = self.party.begin("nl_fma");
@@ -364,6 +368,10 @@ impl FxpOps for Secure<'_> {
                 let share = AShare::from_parts(id, self.tensor(m)?, self.tensor(nx)?)?;
                 self.party.trunc(&share, d, method)?
             };
+            if let [j] = members[..] {
+                out[j] = Some(result);
+                continue;
+            }
             let mut start = 0;
             for (&j, &len) in members.iter().zip(&lens) {
                 out[j] = Some(result.narrow(0, start, len)?);
@@ -409,6 +417,11 @@ impl FxpOps for Secure<'_> {
         widths.dedup();
         for w in widths {
             let members: Vec<usize> = (0..jobs.len()).filter(|&j| prepared[j].1 == w).collect();
+            if let [j] = members[..] {
+                // A width of its own: the bits are the answer as they are.
+                out[j] = Some(self.party.msb_bits(&prepared[j].0, w)?);
+                continue;
+            }
             let parts: Vec<&AShare> = members.iter().map(|&j| &prepared[j].0).collect();
             let all = AShare::concat(&parts, 0)?;
             let bits = self.party.msb_bits(&all, w)?;
@@ -431,6 +444,16 @@ impl FxpOps for Secure<'_> {
     }
 
     fn select(&self, jobs: &[(&BShare, &AShare)]) -> Result<Vec<AShare>> {
+        if let [(b, v)] = jobs {
+            // One job: no concatenation and no split (each a copy of the values).
+            if b.len() != v.len() {
+                return Err(NonlinearError::Shape {
+                    op: "select",
+                    detail: format!("{} bits for {} values", b.len(), v.len()),
+                });
+            }
+            return Ok(vec![self.party.mux(b, v)?.into_reshaped(&[v.len()])?]);
+        }
         let bits: Vec<&BShare> = jobs.iter().map(|j| j.0).collect();
         let vals: Vec<AShare> = jobs.iter().map(|j| self.flat(j.1)).collect::<Result<_>>()?;
         for (b, v) in bits.iter().zip(&vals) {
