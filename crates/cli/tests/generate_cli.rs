@@ -24,6 +24,15 @@ fn secdiff(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Require that a `secdiff` run succeeded (its stderr is the failure message).
+fn assert_succeeds(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn tensor(file: &TensorFile, name: &str) -> PlainTensor {
     let (shape, data) = file.f32(name).unwrap();
     PlainTensor::new(&shape, data).unwrap()
@@ -79,11 +88,7 @@ fn ddim50_from_a_noise_file_matches_cipherdm() {
             "--report",
             report.to_str().unwrap(),
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeds(&out);
         let got = raw_x0(&raw);
         assert_eq!(got.shape(), &[4, 1, 28, 28]);
         let err = got.max_abs_diff(&want).unwrap();
@@ -122,11 +127,7 @@ fn ddpm_with_file_noise_matches_cipherdm() {
         "--raw-out",
         raw.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeds(&out);
     let err = raw_x0(&raw)
         .max_abs_diff(&nhwc_to_nchw(&tensor(&cases, "ddpm.x_0")))
         .unwrap();
@@ -392,11 +393,7 @@ fn mnist_sd_is_the_default_and_labels_still_mean_cipherdm_mnist() {
         "--report",
         report.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_succeeds(&run);
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert!(
@@ -412,11 +409,7 @@ fn mnist_sd_is_the_default_and_labels_still_mean_cipherdm_mnist() {
         "--raw-out",
         raw.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_succeeds(&run);
     assert_eq!(raw_x0(&raw).shape().to_vec(), vec![1, 1, 28, 28]);
     // --labels without --model: CipherDM's label-conditional model, as before.
     let run = secdiff(&[
@@ -428,10 +421,6 @@ fn mnist_sd_is_the_default_and_labels_still_mean_cipherdm_mnist() {
         "--raw-out",
         raw.to_str().unwrap(),
     ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_succeeds(&run);
     assert_eq!(raw_x0(&raw).shape().to_vec(), vec![2, 1, 28, 28]);
 }
