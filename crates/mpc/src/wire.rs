@@ -83,44 +83,20 @@ pub fn packed_len(n: usize, width: u32) -> usize {
     (n * width as usize).div_ceil(8)
 }
 
-/// Pack the low `width` bits of each value, LSB first, densely.
+/// Pack the low `width` bits of each value, LSB first, densely (appended to `buf`).
 pub fn pack_bits(buf: &mut Vec<u8>, vals: &[u64], width: u32) {
     if width == 64 {
         return push_words(buf, vals);
     }
-    pack_iter(buf, vals.iter().copied(), vals.len(), width)
+    let start = buf.len();
+    buf.resize(start + packed_len(vals.len(), width), 0);
+    pack_into(&mut buf[start..], vals, width);
 }
 
 /// The mask of the low `width` bits (1..=64): every packed field is cut with it.
 fn low_mask(width: u32) -> u64 {
     assert!((1..=64).contains(&width));
     u64::MAX >> (64 - width)
-}
-
-/// [`pack_bits`] of `n` values from an iterator (no intermediate vector).
-pub fn pack_iter(buf: &mut Vec<u8>, vals: impl Iterator<Item = u64>, n: usize, width: u32) {
-    let mask = low_mask(width);
-    let nbytes = packed_len(n, width);
-    let mut words = Vec::with_capacity(nbytes.div_ceil(8));
-    let mut acc = 0u64;
-    let mut fill = 0u32; // bits of `acc` in use
-    for v in vals.take(n) {
-        let v = v & mask;
-        acc |= v << fill;
-        fill += width;
-        if fill >= 64 {
-            words.push(acc);
-            fill -= 64;
-            // The bits of v that did not fit (none if v ended exactly at the word boundary).
-            acc = if fill == 0 { 0 } else { v >> (width - fill) };
-        }
-    }
-    if fill > 0 {
-        words.push(acc);
-    }
-    let start = buf.len();
-    push_words(buf, &words);
-    buf.truncate(start + nbytes);
 }
 
 /// Pack the low `width` bits of each of `vals` into `out`, which holds exactly
@@ -147,53 +123,6 @@ pub fn pack_into(out: &mut [u8], vals: &[u64], width: u32) {
     }
     let tail = out.len() - pos;
     out[pos..].copy_from_slice(&acc.to_le_bytes()[..tail]);
-}
-
-/// Appends `width`-bit values to a byte buffer, densely, LSB first (the layout of
-/// [`pack_bits`]), one value at a time: protocols pack while they compute, with no intermediate
-/// vector. [`BitWriter::finish`] pads the last byte; `n` values take exactly `packed_len(n, width)`.
-pub struct BitWriter {
-    buf: Vec<u8>,
-    width: u32,
-    mask: u64,
-    acc: u64,
-    fill: u32,
-}
-
-impl BitWriter {
-    /// A writer appending to `buf` (reserve `packed_len` in it to avoid regrowth).
-    pub fn new(buf: Vec<u8>, width: u32) -> Self {
-        BitWriter {
-            buf,
-            width,
-            mask: low_mask(width),
-            acc: 0,
-            fill: 0,
-        }
-    }
-
-    #[inline(always)]
-    pub fn push(&mut self, v: u64) {
-        let v = v & self.mask;
-        self.acc |= v << self.fill;
-        self.fill += self.width;
-        if self.fill >= 64 {
-            self.buf.extend_from_slice(&self.acc.to_le_bytes());
-            self.fill -= 64;
-            self.acc = if self.fill == 0 {
-                0
-            } else {
-                v >> (self.width - self.fill)
-            };
-        }
-    }
-
-    /// The buffer with the partial last word appended (whole bytes only).
-    pub fn finish(mut self) -> Vec<u8> {
-        let tail = self.fill.div_ceil(8) as usize;
-        self.buf.extend_from_slice(&self.acc.to_le_bytes()[..tail]);
-        self.buf
-    }
 }
 
 /// Reads consecutive `width`-bit fields from a word slice (LSB first): the narrow values a
@@ -369,11 +298,17 @@ mod tests {
             let vals: Vec<u64> = (0..101u64)
                 .map(|i| i.wrapping_mul(0x9E3779B97F4A7C15) ^ (i << 7))
                 .collect();
-            let mut w = BitWriter::new(Vec::new(), width);
-            vals.iter().for_each(|&v| w.push(v));
-            let mut want = Vec::new();
-            pack_bits(&mut want, &vals, width);
-            assert_eq!(w.finish(), want, "width {width}");
+            // The layout, bit by bit: value i's bit b is bit i * width + b of the stream.
+            let mut want = vec![0u8; packed_len(vals.len(), width)];
+            for (i, v) in vals.iter().enumerate() {
+                for b in 0..width as usize {
+                    let at = i * width as usize + b;
+                    want[at / 8] |= (((v >> b) & 1) as u8) << (at % 8);
+                }
+            }
+            let mut packed = Vec::new();
+            pack_bits(&mut packed, &vals, width);
+            assert_eq!(packed, want, "width {width}");
             let mut into = vec![0u8; want.len()];
             pack_into(&mut into, &vals, width);
             assert_eq!(into, want, "width {width}");
