@@ -8,14 +8,10 @@
 //! run time.
 
 use aes::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
-use rayon::prelude::*;
+
+use crate::fused::{self, Cut};
 
 type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
-
-/// Draws of at least this many words are split across the cores...
-const PARALLEL_WORDS: usize = 1 << 16;
-/// ...in chunks of this many words.
-const CHUNK: usize = 1 << 14;
 
 /// A PRF key (128 bits).
 #[derive(Clone)]
@@ -54,15 +50,9 @@ impl Prf {
         }
     }
 
-    /// Apply `f(out chunk, word offset)` over `out`, in parallel for long outputs.
+    /// Apply `f(out chunk, word offset)` over `out`, on all cores for long outputs.
     fn chunked(out: &mut [u64], f: impl Fn(&mut [u64], usize) + Sync) {
-        if out.len() < PARALLEL_WORDS {
-            f(out, 0);
-        } else {
-            out.par_chunks_mut(CHUNK)
-                .enumerate()
-                .for_each(|(i, c)| f(c, i * CHUNK));
-        }
+        fused::run(out.len(), Cut::words(out), &|start, _, c| f(c.data, start));
     }
 
     /// XOR the pseudorandom words of (nonce, purpose) into `out` (no allocation).
@@ -129,11 +119,12 @@ pub(crate) fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fused::PAR_MIN;
 
     #[test]
     fn streams_are_addressed_and_split_consistently() {
         let p = Prf::new([7; 16]);
-        let big = p.words(3, 1, PARALLEL_WORDS * 2 + 5);
+        let big = p.words(3, 1, PAR_MIN * 2 + 5);
         let mut small = vec![0u64; 100];
         Prf::new([7; 16]).fill(3, 1, &mut small);
         assert_eq!(&big[..100], &small[..]);
@@ -141,7 +132,7 @@ mod tests {
         assert_ne!(p.words(4, 1, 4), p.words(3, 1, 4));
         assert_ne!(Prf::new([8; 16]).words(3, 1, 4), p.words(3, 1, 4));
         // The parallel split must give the same stream as one sequential pass.
-        let mut seq = vec![0u64; PARALLEL_WORDS * 2 + 5];
+        let mut seq = vec![0u64; PAR_MIN * 2 + 5];
         let mut c = Aes128Ctr::new(&[7u8; 16].into(), &Prf::iv(3, 1).into());
         let bytes: &mut [u8] =
             unsafe { std::slice::from_raw_parts_mut(seq.as_mut_ptr() as *mut u8, seq.len() * 8) };
