@@ -47,9 +47,21 @@
 //! So (ζ0, ζ1, y1 + y2) is a replicated sharing of c, added (times 2^(64-d)) to the three
 //! components. The extra cost is three d-bit values per element in all (one from each party),
 //! and one more round for R1 and R2 after they know A63: in the fused product they learn it from
-//! the swap of the first round, so the product stays at latency 2, 30.75 bytes per element at
-//! d = 18 (an earlier form used oblivious transfers: six d-bit values, 37.5 bytes). Error: at most
-//! 1 ulp (floor(z / 2^d) or that + 1), never a large error while |z| < 2^62.
+//! the swap of the first round, so the product stays at latency 2. Error of the standalone
+//! truncation: at most 1 ulp (floor(z / 2^d) or that + 1), never a large error while |z| < 2^62.
+//!
+//! ## Robust, fused with the product: only the high bits of A travel
+//! The low d bits of A only move the result by a carry, so in the fused product R1 and R2 swap
+//! the high 64 - d bits of their terms a_1 = z_1 + s and a_2 = z_2 - t (each uniform to the
+//! receiver, as whole words were) and both use Ã = ((a_1 >> d) + (a_2 >> d)) 2^d = A - L,
+//! with L = (a_1 mod 2^d) + (a_2 mod 2^d) in [0, 2^(d+1)). The identity above holds exactly for
+//! B + Ã = z' + K - L when R0 adds 2^62 + K to B, K = 1.5 2^d (no carry term e: Ã's low bits
+//! are zero), provided z' + K - L stays in [0, 2^63), i.e. |z| < 2^62 - 2^(d+1). The result is
+//! floor((z + K - L) / 2^d): within 1.5 ulp of z / 2^d and unbiased (L / 2^d averages 1, the
+//! floor takes 0.5), never a large error. R1 and R2 each send ceil(n (64 - d) / 8) bytes instead of 8n: the
+//! product costs 26.25 bytes per element at d = 18 (30.75 with whole words; an earlier form used
+//! oblivious transfers: six d-bit values, 37.5 bytes), and 28.5 at d = 36 (37.5 with whole
+//! words), the products of the scaled polynomial jobs.
 //!
 //! Every per-element step above (PRF draws, shifts, the packing of μ and y, the bytes of the
 //! outgoing frames) runs in fused chunked passes (`crate::fused`): a 1M-element product touches
@@ -57,9 +69,10 @@
 //!
 //! What is opened and why it is safe, per party (all masks are fresh PRF outputs of a key the
 //! receiver does not hold):
-//! - R1 receives z_2 - t (masked by t) and y2 = A63 μ - ζ0 (masked by ζ0).
-//! - R2 receives z_1 + s (masked by s), t0 - δ (masked by δ), μ = B63 - ρ (masked by ρ) and
-//!   y1 = A63 ρ - ζ1 (masked by ζ1).
+//! - R1 receives z_2 - t (masked by t; robust: only its high 64 - d bits) and y2 = A63 μ - ζ0
+//!   (masked by ζ0).
+//! - R2 receives z_1 + s (masked by s; robust: only its high 64 - d bits), t0 - δ (masked by
+//!   δ), μ = B63 - ρ (masked by ρ) and y1 = A63 ρ - ζ1 (masked by ζ1).
 //! - R0 receives nothing.
 
 use rayon::prelude::*;
@@ -111,8 +124,8 @@ impl Cost {
 ///
 /// - raw: 1 round, 8n bytes per party.
 /// - fast: 1 round, 8n bytes per party (24n in total).
-/// - robust: 8n + ceil(nd / 8) bytes per party; R0 1 round, R1 and R2 2; latency 2. At d = 18:
-///   30.75 bytes per element in total.
+/// - robust: R0 8n + ceil(nd / 8) bytes, R1 and R2 ceil(n(64 - d) / 8) + ceil(nd / 8); R0 1
+///   round, R1 and R2 2; latency 2. At d = 18: 26.25 bytes per element in total.
 pub fn product_cost(n: usize, trunc: Option<(TruncMethod, u32)>) -> Cost {
     let n8 = 8 * n as u64;
     match trunc {
@@ -123,8 +136,9 @@ pub fn product_cost(n: usize, trunc: Option<(TruncMethod, u32)>) -> Cost {
         },
         Some((TruncMethod::Robust, d)) => {
             let one = packed_len(n, d) as u64;
+            let high = packed_len(n, 64 - d) as u64;
             Cost {
-                bytes: [n8 + one; 3],
+                bytes: [n8 + one, high + one, high + one],
                 rounds: [1, 2, 2],
                 latency: 2,
             }
@@ -202,6 +216,10 @@ enum Input<'a> {
     /// R1 or R2 of a fused product: the vector holds its own term of A; the other's term is
     /// this message (little-endian words, length checked).
     Swapped(&'a [u8]),
+    /// R1 or R2 of a robust fused product: the vector holds the high 64 - d bits of its own
+    /// term of A, the message those of the other's term (packed, length checked); A is
+    /// approximated by their sum shifted back up (low d bits zero).
+    SwappedHigh(&'a [u8]),
 }
 
 /// The d-bit PRF fields (`per` per element) of elements `start..start + len`, drawn from the
@@ -261,13 +279,35 @@ impl Party {
         if role == 0 {
             return self.trunc_r0(cx, z, Input::Masked, shape, method, d);
         }
-        // R1 and R2 swap their terms of A = (z_1 + s) + (z_2 - t).
+        // R1 and R2 swap their terms of A = (z_1 + s) + (z_2 - t): whole words for the fast
+        // method, only the high 64 - d bits for the robust one (module docs).
         let other = 3 - role;
         let (key, negate) = if role == 1 {
             (cx.prf_rel(1), false)
         } else {
             (cx.prf_rel(0), true)
         };
+        if method == TruncMethod::Robust {
+            let high = 64 - d;
+            let mut frame = vec![0u8; packed_len(n, high)];
+            let parts = (Cut::words(&mut z[..]), Cut::packed(&mut frame[..], high));
+            fused::run(n, parts, &|start, _, (z, out)| {
+                key.add_at(nonce, P_MASK, start, z.data, negate);
+                z.data.iter_mut().for_each(|x| *x >>= d);
+                pack_into(out.data, z.data, high);
+            });
+            cx.send(other, frame)?;
+            let theirs = cx.recv(other)?;
+            if theirs.len() != packed_len(n, high) {
+                return Err(MpcError::BadMessage {
+                    protocol: cx.label,
+                    from: cx.abs(other),
+                    expected: packed_len(n, high),
+                    got: theirs.len(),
+                });
+            }
+            return self.trunc_r12(cx, z, Input::SwappedHigh(&theirs), shape, method, d);
+        }
         let mut frame = vec![0u8; 8 * n];
         let parts = (Cut::words(&mut z[..]), Cut::word_bytes(&mut frame[..]));
         fused::run(n, parts, &|start, _, (z, out)| {
@@ -305,6 +345,12 @@ impl Party {
         };
         let robust = method == TruncMethod::Robust;
         let narrow = if robust { packed_len(n, d) } else { 0 };
+        // 2^62 moves z into [0, 2^63); in a fused product R1 and R2 drop the low d bits of A
+        // (L < 2^(d+1) in all), which 1.5 2^d centres (module docs).
+        let offset = match input {
+            Input::Masked => (1u64 << 62) + (3u64 << (d - 1)),
+            _ => 1u64 << 62,
+        };
         let mut delta = vec![0u64; n];
         let mut frame = vec![0u8; 8 * n + narrow];
         let (c0_bytes, mu_bytes) = frame.split_at_mut(8 * n);
@@ -329,7 +375,7 @@ impl Party {
                     .zip(delta.data.iter_mut())
                     .zip(&mut masked_bits)
                 {
-                    let b = x.wrapping_add(1 << 62);
+                    let b = x.wrapping_add(offset);
                     let (rho, z1, z0) = (r1.read(), r1.read(), r0.read());
                     *m = (b >> 63).wrapping_sub(rho);
                     *x = floor_shift(b, d).wrapping_sub(*dl).wrapping_add(z0 << k);
@@ -370,12 +416,20 @@ impl Party {
         let role = cx.role();
         let robust = method == TruncMethod::Robust;
         let narrow = if robust { packed_len(n, d) } else { 0 };
-        let complete = |start: usize, a: &mut [u64]| {
-            if let Input::Swapped(msg) = input {
+        let complete = |start: usize, a: &mut [u64]| match input {
+            Input::Swapped(msg) => {
                 for (i, x) in a.iter_mut().enumerate() {
                     *x = x.wrapping_add(word_at(msg, start + i));
                 }
             }
+            Input::SwappedHigh(msg) => {
+                let high = 64 - d;
+                let mut theirs = BitReader::new(&msg[start * high as usize / 8..], high, 0);
+                for x in a.iter_mut() {
+                    *x = x.wrapping_add(theirs.read()) << d;
+                }
+            }
+            Input::Ready | Input::Masked => {}
         };
         let k = 64 - d;
         let offset = 1u64 << (62 - d);

@@ -12,7 +12,7 @@
 //!   exp(x) = p(x/8)^8 with p a quartic fitted for the error after squaring (5.3e-5 in exact
 //!   arithmetic; fixed-point rounding, amplified 8x by the squarings, adds a few 1e-5), the
 //!   quartic evaluated by powers in two calls (`ScaledPoly::eval`).
-//! - `range_reduced_fine`: the same with a quintic (one more scaled job, 37.5 bytes per element):
+//! - `range_reduced_fine`: the same with a quintic (one more scaled job, 28.5 bytes per element):
 //!   abs error ~1e-5 and relative error below 5e-4 near the top, for softmax.
 //! - `cipherdm_chebyshev`: CipherDM Table 3 (degree-7 Chebyshev in t = x/7 + 1), powers in
 //!   3 rounds, mask by an exact full-width comparison. The paper's coefficients sum to 0.9515 at
@@ -22,8 +22,8 @@
 //!
 //! Cost (protocol calls; `cost` turns them into bytes and rounds):
 //! - range_reduced: 1 reduced-width comparison (resolution 1/8), 5 fma calls (the quartic's two
-//!   scaled jobs, always robust, then three squarings), 1 select: 219.25 bytes per element with
-//!   robust truncation (the squarings at 30.75, the scaled jobs at 37.5), 197.5 with fast (SPU:
+//!   scaled jobs, always robust, then three squarings), 1 select: 187.75 bytes per element with
+//!   robust truncation (the squarings at 26.25, the scaled jobs at 28.5), 179.5 with fast (SPU:
 //!   444). Largest truncated product: tau^4 <= 10.8 (scaled jobs, limit 256), p^2 <= 1.07.
 //! - cipherdm_chebyshev: 1 full-width comparison, 1 + 3 + 1 fma rounds with 1 + 6 + 1 jobs,
 //!   1 select. Largest truncated product: |t|^7 <= 1 (times |coef| <= 0.67 in the sum).

@@ -43,7 +43,7 @@ impl ScaledPoly<'_> {
     /// one job: the terms up to m are linear in the powers, the higher ones scaled products of
     /// two powers. Degree 3-4: 2 calls (2 jobs); 5-6: 3 calls (3 jobs); 7-8: 3 calls (4 jobs);
     /// 9-10: 4 calls (5 jobs). Every job has scaled products, so each costs a robust
-    /// product with d = 2f (`product_cost(n, robust, 2f)`, 37.5 bytes per element at f = 18),
+    /// product with d = 2f (`product_cost(n, robust, 2f)`, 28.5 bytes per element at f = 18),
     /// against one plain product per degree for Horner.
     ///
     /// The scale 1/h enters as coefficients on the f-bit grid; each power's effective scale E_k

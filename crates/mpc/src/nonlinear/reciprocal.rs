@@ -149,8 +149,10 @@ pub(crate) fn rsqrt_scaled<E: FxpOps>(
     out_bits: i32,
 ) -> Result<E::A> {
     let s = e.pow2_scale(x, 2, range.lo, range.hi)?;
-    let xs = mul_by_scale(e, x, &s, 0)?;
-    let m = mul_by_scale(e, &xs, &s, 0)?;
+    // x s keeps XS_EXTRA_BITS more fraction bits: at the bottom of the range it is only
+    // m 2^(e/2) (1/128 for x = 1e-4), where a truncation's ulp would be a relative 4e-4.
+    let xs = mul_by_scale(e, x, &s, XS_EXTRA_BITS)?;
+    let m = mul_by_scale(e, &xs, &s, -XS_EXTRA_BITS)?;
     let y = RSQRT_DIRECT.eval(e, &m)?;
     mul_by_scale(e, &y, &s, out_bits)
 }
@@ -173,6 +175,10 @@ pub fn rsqrt<E: FxpOps>(e: &E, x: &E::A, method: RsqrtMethod, range: Pow2Range) 
         }
     }
 }
+
+/// Extra fraction bits of rsqrt's intermediate x s (half the scale's guard bits: inputs up to
+/// 2^(hi + 14) still keep the second product below 2^62).
+const XS_EXTRA_BITS: i32 = 4;
 
 /// `a * s * 2^out_bits` for a scale from `pow2_scale` (which carries POW2_GUARD_BITS). Always
 /// truncated robustly: with the guard bits the un-truncated product is |a s| 2^(2f + 8), up to

@@ -110,12 +110,12 @@ const BOUNDED_EXP_ROOT: ScaledPoly<'static> = ScaledPoly {
 ///
 /// Cost per row of n (robust truncation, bytes over the three parties): the max tree, n - 1
 /// comparisons of 15 bits (13.625 bytes each) and selects (32 bytes) in ceil(log2 n) levels of
-/// 6 + 2 rounds; the quintic by powers, 3 scaled jobs (37.5 bytes per element, 2 rounds each);
-/// three squarings (30.75 bytes, 2 rounds each); the reciprocal on one value per row. At rows
-/// of 196: 252.9 bytes per score and 73 / 74 / 73 rounds per party (metered and checked against
+/// 6 + 2 rounds; the quintic by powers, 3 scaled jobs (28.5 bytes per element, 2 rounds each);
+/// three squarings (26.25 bytes, 2 rounds each); the reciprocal on one value per row. At rows
+/// of 196: 212.2 bytes per score and 73 / 74 / 73 rounds per party (metered and checked against
 /// the stated cost in crates/nn/tests/kernels_masked.rs), against ~340 bytes for the library's
 /// `ours` plus its final product (which attention no longer needs). With the scores' product
-/// and the two (L x D) products, attention costs 285 bytes per score (379 with `ours`).
+/// and the two (L x D) products, attention costs 239 bytes per score.
 ///
 /// Security: only the library's protocols on shares (reduced-width comparison, select, fused
 /// products with truncation, the reciprocal), each of which reveals nothing; the bound is
