@@ -20,25 +20,36 @@
 //! at R1 and R2 than a generic zero-share). B is uniform to R1 (t unknown) and to R2 (s
 //! unknown), so A reveals nothing to them. R0 shifts B down, R1 and R2 shift A down, and R0
 //! re-splits its part as (t0 - δ, δ) with δ drawn from the key R0 shares with R1; the result is a
-//! replicated sharing (c_0, c_1, c_2) = (t0 - δ, δ, ceil(A / 2^d)), reached in a *single* round
-//! in which every party sends one ring element. This is the cheapest sound fused
-//! multiply-truncate we know of: the same cost as the multiplication alone.
+//! replicated sharing (c_0, c_1, c_2) = (t0 - δ, δ, A / 2^d), reached in a *single* round.
+//!
+//! Only the high bits of A travel: the low d bits of A only move the result by a carry, so R1
+//! and R2 swap the high 64 - d bits of their terms a_1 = z_1 + s and a_2 = z_2 - t (each
+//! uniform to the receiver) and both use Ã = ((a_1 >> d) + (a_2 >> d)) 2^d = A - L, with
+//! L = (a_1 mod 2^d) + (a_2 mod 2^d) in [0, 2^(d+1)). R0 adds K = 1.5 2^d to B, which centres
+//! the dropped carry: B + Ã = z + K - L, and since Ã's low bits are zero,
+//! floor(B / 2^d) + Ã / 2^d = floor((z + K - L) / 2^d) exactly (as long as B + Ã does not
+//! overflow, below). That is within 1.5 ulp of z / 2^d and unbiased (L / 2^d averages 1, the
+//! floor takes 0.5). R0 sends 8 bytes per element, R1 and R2 (64 - d) / 8 each: 19.5 bytes per
+//! element in all at d = 18, less than the multiplication alone (24). This is the cheapest sound
+//! fused multiply-truncate we know of.
 //!
 //! ## Fast (`TruncMethod::Fast`)
-//! floor(B / 2^d) + ceil(A / 2^d) (signed) is floor(z / 2^d) or that + 1 unless B + A overflows
-//! as signed 64-bit integers, which happens with probability exactly (|z| + 1) / 2^64 over the
-//! uniform B (z is the un-truncated value, so |z| = |v| 2^(2f) for a real product v: about
-//! |v| 2^-28 at f = 18). Then the result is off by 2^(64-d) (2^28 in real units at f = 18).
-//! `tests/trunc_failures.rs` measures this rate on products of magnitude 2^56.
+//! The local shifts are right unless B + Ã overflows as signed 64-bit integers, which happens
+//! with probability about (|z| + 1) / 2^64 over the uniform B (z is the un-truncated value, so
+//! |z| = |v| 2^(2f) for a real product v: about |v| 2^-28 at f = 18). Then the result is off by
+//! 2^(64-d) (2^28 in real units at f = 18). `tests/trunc_failures.rs` measures this rate on
+//! products of magnitude 2^56.
 //!
 //! ## Robust (`TruncMethod::Robust`)
-//! Add 2^62 to B so that z' = z + 2^62 lies in [0, 2^63) whenever |z| < 2^62. Read B and A as
-//! unsigned: B + A = z' + 2^64 w and, because z' < 2^63, the wrap bit is w = B63 OR A63 (if both
-//! top bits are 0 there is no wrap; if exactly one is set the sum is >= 2^63 and must wrap for z'
-//! to be < 2^63). With arithmetic shifts this gives exactly
-//!   floor(z'/2^d) = (B >>a d) + (A >>a d) + 2^(64-d) (B63 AND A63) + e,  e in {0, 1},
-//! so the local fast truncation is corrected by one bit product c = A63 B63 (taken mod 2^d,
-//! since it is multiplied by 2^(64-d)). B63 is R0's bit, A63 is known to both R1 and R2:
+//! R0 also adds 2^62 to B so that z' = z + 2^62 (+ K - L in a fused product) lies in
+//! [0, 2^63) whenever |z| < 2^62 - 2^(d+1). Read B and A (Ã) as unsigned: B + A = z' + 2^64 w
+//! and, because z' < 2^63, the wrap bit is w = B63 OR A63 (if both top bits are 0 there is no
+//! wrap; if exactly one is set the sum is >= 2^63 and must wrap for z' to be < 2^63). With
+//! arithmetic shifts this gives exactly
+//!   floor(z'/2^d) = (B >>a d) + (A >>a d) + 2^(64-d) (B63 AND A63) + e,  e in {0, 1}
+//! (e = 0 for Ã), so the local fast truncation is corrected by one bit product c = A63 B63
+//! (taken mod 2^d, since it is multiplied by 2^(64-d)). B63 is R0's bit, A63 is known to both
+//! R1 and R2:
 //! - R0 sends μ = B63 - ρ (mod 2^d) to R2, in the same message as t0 - δ (ρ from the key of R0
 //!   and R1), so [B63] = (μ, ρ) split between R2 and R1;
 //! - R1 computes y1 = A63 ρ - ζ1, R2 computes y2 = A63 μ - ζ0 (ζ1 from the key of R0 and R1,
@@ -47,21 +58,11 @@
 //! So (ζ0, ζ1, y1 + y2) is a replicated sharing of c, added (times 2^(64-d)) to the three
 //! components. The extra cost is three d-bit values per element in all (one from each party),
 //! and one more round for R1 and R2 after they know A63: in the fused product they learn it from
-//! the swap of the first round, so the product stays at latency 2. Error of the standalone
-//! truncation: at most 1 ulp (floor(z / 2^d) or that + 1), never a large error while |z| < 2^62.
-//!
-//! ## Robust, fused with the product: only the high bits of A travel
-//! The low d bits of A only move the result by a carry, so in the fused product R1 and R2 swap
-//! the high 64 - d bits of their terms a_1 = z_1 + s and a_2 = z_2 - t (each uniform to the
-//! receiver, as whole words were) and both use Ã = ((a_1 >> d) + (a_2 >> d)) 2^d = A - L,
-//! with L = (a_1 mod 2^d) + (a_2 mod 2^d) in [0, 2^(d+1)). The identity above holds exactly for
-//! B + Ã = z' + K - L when R0 adds 2^62 + K to B, K = 1.5 2^d (no carry term e: Ã's low bits
-//! are zero), provided z' + K - L stays in [0, 2^63), i.e. |z| < 2^62 - 2^(d+1). The result is
-//! floor((z + K - L) / 2^d): within 1.5 ulp of z / 2^d and unbiased (L / 2^d averages 1, the
-//! floor takes 0.5), never a large error. R1 and R2 each send ceil(n (64 - d) / 8) bytes instead of 8n: the
-//! product costs 26.25 bytes per element at d = 18 (30.75 with whole words; an earlier form used
-//! oblivious transfers: six d-bit values, 37.5 bytes), and 28.5 at d = 36 (37.5 with whole
-//! words), the products of the scaled polynomial jobs.
+//! the swap of the first round, so the product stays at latency 2 and costs 26.25 bytes per
+//! element at d = 18 (30.75 when whole words of A were swapped; an earlier form used oblivious
+//! transfers: six d-bit values, 37.5 bytes), and 28.5 at d = 36 (the scaled polynomial jobs).
+//! Error: within 1.5 ulp in a fused product; floor(z / 2^d) or that + 1 for the standalone
+//! truncation (there A = x_2 is known whole); never a large error while |z| < 2^62 - 2^(d+1).
 //!
 //! Every per-element step above (PRF draws, shifts, the packing of μ and y, the bytes of the
 //! outgoing frames) runs in fused chunked passes (`crate::fused`): a 1M-element product touches
@@ -69,10 +70,9 @@
 //!
 //! What is opened and why it is safe, per party (all masks are fresh PRF outputs of a key the
 //! receiver does not hold):
-//! - R1 receives z_2 - t (masked by t; robust: only its high 64 - d bits) and y2 = A63 μ - ζ0
-//!   (masked by ζ0).
-//! - R2 receives z_1 + s (masked by s; robust: only its high 64 - d bits), t0 - δ (masked by
-//!   δ), μ = B63 - ρ (masked by ρ) and y1 = A63 ρ - ζ1 (masked by ζ1).
+//! - R1 receives the high bits of z_2 - t (masked by t) and y2 = A63 μ - ζ0 (masked by ζ0).
+//! - R2 receives the high bits of z_1 + s (masked by s), t0 - δ (masked by δ),
+//!   μ = B63 - ρ (masked by ρ) and y1 = A63 ρ - ζ1 (masked by ζ1).
 //! - R0 receives nothing.
 
 use rayon::prelude::*;
@@ -85,8 +85,7 @@ use crate::error::{MpcError, Result};
 use crate::fused::{self, Cut, PAR_MIN};
 use crate::party::{Ctx, Party};
 use crate::wire::{
-    check_words, decode_words, pack_into, packed_len, push_le, split_frame, word_at, BitReader,
-    WordBits,
+    decode_words, pack_into, packed_len, push_le, split_frame, word_at, BitReader, WordBits,
 };
 
 // PRF purposes inside one arithmetic protocol invocation.
@@ -123,17 +122,26 @@ impl Cost {
 /// Stated cost of a product of n elements followed by `trunc` (None: raw ring product).
 ///
 /// - raw: 1 round, 8n bytes per party.
-/// - fast: 1 round, 8n bytes per party (24n in total).
+/// - fast: 1 round, R0 8n bytes, R1 and R2 ceil(n(64 - d) / 8). At d = 18: 19.5 bytes per
+///   element in total.
 /// - robust: R0 8n + ceil(nd / 8) bytes, R1 and R2 ceil(n(64 - d) / 8) + ceil(nd / 8); R0 1
 ///   round, R1 and R2 2; latency 2. At d = 18: 26.25 bytes per element in total.
 pub fn product_cost(n: usize, trunc: Option<(TruncMethod, u32)>) -> Cost {
     let n8 = 8 * n as u64;
     match trunc {
-        None | Some((TruncMethod::Fast, _)) => Cost {
+        None => Cost {
             bytes: [n8; 3],
             rounds: [1; 3],
             latency: 1,
         },
+        Some((TruncMethod::Fast, d)) => {
+            let high = packed_len(n, 64 - d) as u64;
+            Cost {
+                bytes: [n8, high, high],
+                rounds: [1; 3],
+                latency: 1,
+            }
+        }
         Some((TruncMethod::Robust, d)) => {
             let one = packed_len(n, d) as u64;
             let high = packed_len(n, 64 - d) as u64;
@@ -213,12 +221,9 @@ enum Input<'a> {
     Ready,
     /// R0 of a fused product: the vector holds z_0; B = z_0 + t - s.
     Masked,
-    /// R1 or R2 of a fused product: the vector holds its own term of A; the other's term is
-    /// this message (little-endian words, length checked).
-    Swapped(&'a [u8]),
-    /// R1 or R2 of a robust fused product: the vector holds the high 64 - d bits of its own
-    /// term of A, the message those of the other's term (packed, length checked); A is
-    /// approximated by their sum shifted back up (low d bits zero).
+    /// R1 or R2 of a fused product: the vector holds the high 64 - d bits of its own term of
+    /// A, the message those of the other's term (packed, length checked); A is approximated by
+    /// their sum shifted back up (low d bits zero).
     SwappedHigh(&'a [u8]),
 }
 
@@ -279,50 +284,39 @@ impl Party {
         if role == 0 {
             return self.trunc_r0(cx, z, Input::Masked, shape, method, d);
         }
-        // R1 and R2 swap their terms of A = (z_1 + s) + (z_2 - t): whole words for the fast
-        // method, only the high 64 - d bits for the robust one (module docs).
+        // R1 and R2 swap the high 64 - d bits of their terms of A = (z_1 + s) + (z_2 - t)
+        // (module docs: the low bits only move the result by a carry).
         let other = 3 - role;
         let (key, negate) = if role == 1 {
             (cx.prf_rel(1), false)
         } else {
             (cx.prf_rel(0), true)
         };
-        if method == TruncMethod::Robust {
-            let high = 64 - d;
-            let mut frame = vec![0u8; packed_len(n, high)];
-            let parts = (Cut::words(&mut z[..]), Cut::packed(&mut frame[..], high));
-            fused::run(n, parts, &|start, _, (z, out)| {
-                key.add_at(nonce, P_MASK, start, z.data, negate);
-                z.data.iter_mut().for_each(|x| *x >>= d);
-                pack_into(out.data, z.data, high);
-            });
-            cx.send(other, frame)?;
-            let theirs = cx.recv(other)?;
-            if theirs.len() != packed_len(n, high) {
-                return Err(MpcError::BadMessage {
-                    protocol: cx.label,
-                    from: cx.abs(other),
-                    expected: packed_len(n, high),
-                    got: theirs.len(),
-                });
-            }
-            return self.trunc_r12(cx, z, Input::SwappedHigh(&theirs), shape, method, d);
-        }
-        let mut frame = vec![0u8; 8 * n];
-        let parts = (Cut::words(&mut z[..]), Cut::word_bytes(&mut frame[..]));
+        let high = 64 - d;
+        let mut frame = vec![0u8; packed_len(n, high)];
+        let parts = (Cut::words(&mut z[..]), Cut::packed(&mut frame[..], high));
         fused::run(n, parts, &|start, _, (z, out)| {
             key.add_at(nonce, P_MASK, start, z.data, negate);
-            push_le(out.data, z.data);
+            z.data.iter_mut().for_each(|x| *x >>= d);
+            pack_into(out.data, z.data, high);
         });
         cx.send(other, frame)?;
         let theirs = cx.recv(other)?;
-        check_words(cx.label, cx.abs(other), &theirs, n)?;
-        self.trunc_r12(cx, z, Input::Swapped(&theirs), shape, method, d)
+        if theirs.len() != packed_len(n, high) {
+            return Err(MpcError::BadMessage {
+                protocol: cx.label,
+                from: cx.abs(other),
+                expected: packed_len(n, high),
+                got: theirs.len(),
+            });
+        }
+        self.trunc_r12(cx, z, Input::SwappedHigh(&theirs), shape, method, d)
     }
 
     /// R0's side of a truncation (module docs): B = `v` completed per `input`.
-    /// - fast: c0 = floor(B / 2^d) - δ, sent to R2; R0 keeps (c0, δ).
-    /// - robust: c0 = floor((B + 2^62) / 2^d) - δ + ζ0 2^(64-d) (sent to R2 whole, so R2 adds
+    /// - fast: c0 = floor((B + K) / 2^d) - δ (K = 1.5 2^d in a fused product, else 0), sent to
+    ///   R2; R0 keeps (c0, δ).
+    /// - robust: c0 = floor((B + 2^62 + K) / 2^d) - δ + ζ0 2^(64-d) (sent to R2 whole, so R2 adds
     ///   nothing) and c1 = δ + ζ1 2^(64-d), with μ = B63 - ρ packed behind c0 in the same
     ///   message.
     fn trunc_r0(
@@ -345,12 +339,14 @@ impl Party {
         };
         let robust = method == TruncMethod::Robust;
         let narrow = if robust { packed_len(n, d) } else { 0 };
-        // 2^62 moves z into [0, 2^63); in a fused product R1 and R2 drop the low d bits of A
-        // (L < 2^(d+1) in all), which 1.5 2^d centres (module docs).
-        let offset = match input {
-            Input::Masked => (1u64 << 62) + (3u64 << (d - 1)),
-            _ => 1u64 << 62,
+        // In a fused product R1 and R2 drop the low d bits of A (L < 2^(d+1) in all), which
+        // 1.5 2^d centres; the robust method also adds 2^62 to move z into [0, 2^63) (module
+        // docs).
+        let centre = match input {
+            Input::Masked => 3u64 << (d - 1),
+            _ => 0,
         };
+        let offset = (1u64 << 62) + centre;
         let mut delta = vec![0u64; n];
         let mut frame = vec![0u8; 8 * n + narrow];
         let (c0_bytes, mu_bytes) = frame.split_at_mut(8 * n);
@@ -384,7 +380,7 @@ impl Party {
                 pack_into(mu.data, &masked_bits, d);
             } else {
                 for (x, dl) in b.data.iter_mut().zip(delta.data.iter()) {
-                    *x = floor_shift(*x, d).wrapping_sub(*dl);
+                    *x = floor_shift(x.wrapping_add(centre), d).wrapping_sub(*dl);
                 }
             }
             push_le(c0.data, b.data);
@@ -417,11 +413,6 @@ impl Party {
         let robust = method == TruncMethod::Robust;
         let narrow = if robust { packed_len(n, d) } else { 0 };
         let complete = |start: usize, a: &mut [u64]| match input {
-            Input::Swapped(msg) => {
-                for (i, x) in a.iter_mut().enumerate() {
-                    *x = x.wrapping_add(word_at(msg, start + i));
-                }
-            }
             Input::SwappedHigh(msg) => {
                 let high = 64 - d;
                 let mut theirs = BitReader::new(&msg[start * high as usize / 8..], high, 0);

@@ -76,7 +76,9 @@ fn default_methods_meet_their_bounds_and_match_their_twins() {
             _ => 3001,
         };
         let x = op.accuracy_inputs(n, 5);
-        let o = run_op(op, &x, TruncMethod::Fast);
+        // The deployed truncation: with the fast one, CipherDM's Mish (x^6 = x^2 x^4 over
+        // [-6, 6], products up to 2^51.5) fails here with probability ~2% per run.
+        let o = run_op(op, &x, TruncMethod::Robust);
         let s = ErrorStats::of(&o.secure, &o.exact);
         assert!(s.max_abs <= bound(f), "{f}: secure error {s:?}");
         // Twin vs secure: a few ulps (scaled by the output for the wide-range ones), except
@@ -240,7 +242,8 @@ fn secure_softmax_on_attention_rows_with_a_causal_mask() {
     let want = softmax_exact(&masked, n);
     for (i, (a, b)) in y.iter().zip(&want).enumerate() {
         if mask[i] < 0.0 {
-            assert_eq!(*a, 0.0, "masked entry {i}");
+            // exp gives exactly 0; the product by the row's reciprocal rounds within 1 ulp.
+            assert!(a.abs() <= 2f64.powi(-(F as i32)), "masked entry {i}: {a}");
         } else {
             assert!((a - b).abs() < 1e-3 * b.max(0.2), "entry {i}: {a} vs {b}");
         }

@@ -5,9 +5,10 @@
 //! reference.
 //!
 //! Differences from the secure engine, by design: the twin rounds each truncation to nearest,
-//! where secure truncation gives floor or floor + 1 at random (1 ulp), and reduced-width comparisons may answer either way within their stated resolution
-//! (the twin answers exactly). Every kernel is written so that neither changes the result by more
-//! than a few ulps.
+//! where secure truncation lands within 1.5 ulp at random (unbiased; floor or floor + 1 for a
+//! standalone truncation), and reduced-width comparisons may answer either way within their
+//! stated resolution (the twin answers exactly). Every kernel is written so that neither changes
+//! the result by more than a few ulps.
 
 use std::cell::RefCell;
 
@@ -313,10 +314,10 @@ impl FxpOps for Twin {
     }
 }
 
-/// `v / 2^shift` rounded to nearest (ties up). Secure truncation returns floor or floor + 1,
-/// with the +1 about as likely as the discarded fraction, so it is unbiased; rounding to nearest
-/// keeps the twin unbiased too (a floor would bias long sums, e.g. softmax rows of 4096, by
-/// -0.5 ulp per term) and within 1 ulp of every secure outcome.
+/// `v / 2^shift` rounded to nearest (ties up). Secure truncation is unbiased (within 1.5 ulp in
+/// a fused product; floor or floor + 1, the +1 about as likely as the discarded fraction, on its
+/// own); rounding to nearest keeps the twin unbiased too (a floor would bias long sums, e.g.
+/// softmax rows of 4096, by -0.5 ulp per term) and within 2 ulp of every secure outcome.
 fn round_shift(v: i64, shift: u32) -> i64 {
     if shift == 0 {
         v
