@@ -1,14 +1,13 @@
 //! The backends' own kernels (crates/nn/src/mpc/kernels.rs) send nothing in the clear: run on
 //! all-zero secrets, every message a party receives must look uniformly random (the check of
-//! the protocol core's `no_protocol_sends_anything_unmasked`, with its harness, but with a
-//! balance bound that scales with the message's length, see `assert_uniform`).
+//! the protocol core's `no_protocol_sends_anything_unmasked`, with its harness).
 
 #[path = "../../mpc/tests/common/mod.rs"]
 mod mpc_common;
 
 use mpc::nonlinear::secure::Secure;
 use mpc::TruncMethod;
-use mpc_common::{cfg, run};
+use mpc_common::{assert_masked, cfg, run};
 use nn::mpc::kernels::{clamp, silu_fine, softmax_bounded};
 use ring::RingTensor;
 
@@ -30,42 +29,7 @@ fn kernels_send_nothing_unmasked() {
         });
         for (i, o) in outs.iter().enumerate() {
             assert!(!o.received.is_empty());
-            assert_uniform(&o.received, &format!("{m} at P{i}"));
-        }
-    }
-}
-
-/// Every received message of at least 64 bytes has a number of ones within 5 standard deviations
-/// of half its bits (a uniform message fails this with probability 6e-7) and, from 512 bytes on,
-/// no repeated 64-bit word. An unmasked opening of a zero secret fails both. (The core's
-/// `assert_masked` takes a fixed 0.45..0.55 of ones: 2.3 sigma at 64 bytes, so a uniform
-/// 64-byte message fails it 2% of the time and this run's ~230 messages now and then; at
-/// 200 kB it is 50 sigma and too loose. The seeds are fixed, so such a miss repeats.)
-fn assert_uniform<P: std::fmt::Display>(received: &[(P, Vec<u8>)], what: &str) {
-    for (from, m) in received {
-        if m.len() < 64 {
-            continue;
-        }
-        let bits = 8.0 * m.len() as f64;
-        let ones: u64 = m.iter().map(|b| b.count_ones() as u64).sum();
-        let sigmas = (ones as f64 - bits / 2.0) / (bits.sqrt() / 2.0);
-        assert!(
-            sigmas.abs() < 5.0,
-            "{what}: message of {} bytes from P{from} is {sigmas:.1} sigma off balance",
-            m.len()
-        );
-        if m.len() >= 8 * 64 && m.len() % 8 == 0 {
-            let mut words: Vec<u64> = m
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            words.sort_unstable();
-            words.dedup();
-            assert_eq!(
-                words.len(),
-                m.len() / 8,
-                "{what}: message from P{from} repeats a word"
-            );
+            assert_masked(&o.received, &format!("{m} at P{i}"));
         }
     }
 }

@@ -169,18 +169,23 @@ pub fn trunc_prod(a: u64, b: u64, f: u32) -> i64 {
     (p >> f) as i64
 }
 
-/// Every received message of a run on all-zero secrets must look uniformly random: its bits are
-/// balanced and no 64-bit word repeats. An unmasked opening of a zero secret fails this.
+/// Every received message of a run on all-zero secrets must look uniformly random: from 64
+/// bytes on, its number of ones is within 5 standard deviations of half its bits (a uniform
+/// message fails this with probability 6e-7; a fixed 0.45..0.55 of ones would be 2.3 sigma at
+/// 64 bytes, failing 2% of uniform messages, and 50 sigma, far too loose, at 200 kB), and from
+/// 512 bytes on no 64-bit word repeats. An unmasked opening of a zero secret fails this.
 pub fn assert_masked(received: &[(PartyId, Vec<u8>)], what: &str) {
     for (from, m) in received {
         if m.len() < 64 {
             continue;
         }
+        let bits = 8.0 * m.len() as f64;
         let ones: u64 = m.iter().map(|b| b.count_ones() as u64).sum();
-        let frac = ones as f64 / (8 * m.len()) as f64;
+        let sigmas = (ones as f64 - bits / 2.0) / (bits.sqrt() / 2.0);
         assert!(
-            (0.45..0.55).contains(&frac),
-            "{what}: message from P{from} has {frac:.3} ones"
+            sigmas.abs() < 5.0,
+            "{what}: message of {} bytes from P{from} is {sigmas:.1} sigma off balance",
+            m.len()
         );
         if m.len() >= 8 * 64 && m.len() % 8 == 0 {
             let mut words: Vec<u64> = m
