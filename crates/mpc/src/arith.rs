@@ -85,7 +85,8 @@ use crate::error::{MpcError, Result};
 use crate::fused::{self, Cut, PAR_MIN};
 use crate::party::{Ctx, Party};
 use crate::wire::{
-    decode_words, pack_into, packed_len, push_le, split_frame, word_at, BitReader, WordBits,
+    check_len, decode_words, pack_into, packed_len, push_le, split_frame, word_at, BitReader,
+    WordBits,
 };
 
 // PRF purposes inside one arithmetic protocol invocation.
@@ -302,14 +303,7 @@ impl Party {
         });
         cx.send(other, frame)?;
         let theirs = cx.recv(other)?;
-        if theirs.len() != packed_len(n, high) {
-            return Err(MpcError::BadMessage {
-                protocol: cx.label,
-                from: cx.abs(other),
-                expected: packed_len(n, high),
-                got: theirs.len(),
-            });
-        }
+        check_len(cx.label, cx.abs(other), &theirs, packed_len(n, high))?;
         self.trunc_r12(cx, z, Input::SwappedHigh(&theirs), shape, method, d)
     }
 
@@ -483,14 +477,7 @@ impl Party {
             let other = 3 - role;
             cx.send(other, mine.clone())?;
             let theirs = cx.recv(other)?;
-            if theirs.len() != mine.len() {
-                return Err(MpcError::BadMessage {
-                    protocol: cx.label,
-                    from: cx.abs(other),
-                    expected: mine.len(),
-                    got: theirs.len(),
-                });
-            }
+            check_len(cx.label, cx.abs(other), &theirs, mine.len())?;
             fused::run(n, Cut::words(&mut v[..]), &|start, _, a| {
                 let at = start * d as usize / 8;
                 let mut ra = BitReader::new(&mine[at..], d, 0);

@@ -40,17 +40,27 @@ pub fn word_at(bytes: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes"))
 }
 
-/// Check that a message holds exactly `n` words.
-pub fn check_words(protocol: &'static str, from: PartyId, bytes: &[u8], n: usize) -> Result<()> {
-    if bytes.len() != n * 8 {
+/// Check that a message holds exactly `expected` bytes.
+pub fn check_len(
+    protocol: &'static str,
+    from: PartyId,
+    bytes: &[u8],
+    expected: usize,
+) -> Result<()> {
+    if bytes.len() != expected {
         return Err(MpcError::BadMessage {
             protocol,
             from,
-            expected: n * 8,
+            expected,
             got: bytes.len(),
         });
     }
     Ok(())
+}
+
+/// Check that a message holds exactly `n` words.
+pub fn check_words(protocol: &'static str, from: PartyId, bytes: &[u8], n: usize) -> Result<()> {
+    check_len(protocol, from, bytes, n * 8)
 }
 
 pub fn decode_words(
@@ -59,14 +69,7 @@ pub fn decode_words(
     bytes: &[u8],
     n: usize,
 ) -> Result<Vec<u64>> {
-    if bytes.len() != n * 8 {
-        return Err(MpcError::BadMessage {
-            protocol,
-            from,
-            expected: n * 8,
-            got: bytes.len(),
-        });
-    }
+    check_words(protocol, from, bytes, n)?;
     let mut out = vec![0u64; n];
     if cfg!(target_endian = "little") {
         crate::prf::as_bytes_mut(&mut out).copy_from_slice(bytes);
@@ -232,14 +235,7 @@ pub fn unpack_bits(
     n: usize,
     width: u32,
 ) -> Result<Vec<u64>> {
-    if bytes.len() != packed_len(n, width) {
-        return Err(MpcError::BadMessage {
-            protocol,
-            from,
-            expected: packed_len(n, width),
-            got: bytes.len(),
-        });
-    }
+    check_len(protocol, from, bytes, packed_len(n, width))?;
     if width == 64 {
         return decode_words(protocol, from, bytes, n);
     }
@@ -254,15 +250,7 @@ pub fn split_frame<'a>(
     bytes: &'a [u8],
     lens: &[usize],
 ) -> Result<Vec<&'a [u8]>> {
-    let total: usize = lens.iter().sum();
-    if bytes.len() != total {
-        return Err(MpcError::BadMessage {
-            protocol,
-            from,
-            expected: total,
-            got: bytes.len(),
-        });
-    }
+    check_len(protocol, from, bytes, lens.iter().sum())?;
     let mut out = Vec::with_capacity(lens.len());
     let mut off = 0;
     for &l in lens {
