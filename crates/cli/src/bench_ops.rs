@@ -12,7 +12,8 @@ use std::process::{Child, Command};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use mpc::bench::{
-    prepare_inputs, run_local_bench, summarize, BenchOp, BenchOutput, BenchRecord, PartyRun,
+    prepare_inputs, run_local_bench, summarize, BenchOp, BenchOutput, BenchRecord, CpuClock,
+    PartyRun,
 };
 use mpc::{FixedConfig, TruncMethod};
 use net::{connect_parties, Message, PartiesConfig, Peer, RoleLink};
@@ -68,6 +69,8 @@ struct JsonRecord<'a> {
     trunc: &'a str,
     n: usize,
     seconds: f64,
+    /// CPU seconds of the three parties together (median over the runs).
+    cpu_seconds: f64,
     bytes_total: u64,
     bytes_per_party: [u64; 3],
     rounds: u64,
@@ -170,7 +173,7 @@ fn run_remote(
             }
             other => return Err(format!("P{i} sent {other:?} instead of a reply").into()),
         };
-        let output = BenchOutput::from_bytes(i, &link.recv()?)?;
+        let output = std::sync::Arc::new(BenchOutput::from_bytes(i, &link.recv()?)?);
         if reply.runs.is_empty() {
             return Err(format!("P{i} reported no runs").into());
         }
@@ -180,6 +183,7 @@ fn run_remote(
                 .into_iter()
                 .map(|r| PartyRun {
                     seconds: r.seconds,
+                    cpu_seconds: r.cpu_seconds,
                     bytes: r.bytes,
                     rounds: r.rounds,
                     output: output.clone(),
@@ -188,7 +192,7 @@ fn run_remote(
         );
     }
     let runs: [Vec<PartyRun>; 3] = runs.try_into().map_err(|_| "three replies")?;
-    Ok(summarize(op, cfg, &inputs, &runs)?)
+    Ok(summarize(op, cfg, &inputs, &runs, CpuClock::PerParty)?)
 }
 
 fn write_json_atomically(path: &Path, records: &[JsonRecord<'_>]) -> Result<(), Box<dyn Error>> {
@@ -294,12 +298,13 @@ pub fn run(args: BenchOpsArgs) -> Result<(), Box<dyn Error>> {
         }
     }
     println!(
-        "{:<10} {:<18} {:<6} {:>9} {:>10} {:>11} {:>26} {:>6} {:>10} {:>10}",
+        "{:<10} {:<18} {:<6} {:>9} {:>10} {:>8} {:>11} {:>26} {:>6} {:>10} {:>10}",
         "op",
         "method",
         "trunc",
         "n",
         "seconds",
+        "CPU s",
         "MB total",
         "MB per party",
         "rounds",
@@ -310,12 +315,13 @@ pub fn run(args: BenchOpsArgs) -> Result<(), Box<dyn Error>> {
     for (r, (op, method)) in records.iter().zip(&named) {
         let mb = |b: u64| b as f64 / 1e6;
         println!(
-            "{:<10} {:<18} {:<6} {:>9} {:>10.4} {:>11.2} {:>26} {:>6} {:>10.2e} {:>10.2e}",
+            "{:<10} {:<18} {:<6} {:>9} {:>10.4} {:>8.4} {:>11.2} {:>26} {:>6} {:>10.2e} {:>10.2e}",
             op,
             method,
             r.method,
             r.n,
             r.seconds,
+            r.cpu_seconds,
             mb(r.bytes_total),
             format!(
                 "{:.2}/{:.2}/{:.2}",
@@ -328,7 +334,7 @@ pub fn run(args: BenchOpsArgs) -> Result<(), Box<dyn Error>> {
             r.max_rel_err
         );
     }
-    println!("(mode: {mode}; seconds: median of {} runs of the slowest party; rounds: most metered by a party)", args.repeat);
+    println!("(mode: {mode}; seconds: median of {} runs of the slowest party; CPU s: median of the three parties' CPU time together; rounds: most metered by a party)", args.repeat);
     if let Some(path) = &args.json {
         let json: Vec<JsonRecord> = records
             .iter()
@@ -339,6 +345,7 @@ pub fn run(args: BenchOpsArgs) -> Result<(), Box<dyn Error>> {
                 trunc: &r.method,
                 n: r.n,
                 seconds: r.seconds,
+                cpu_seconds: r.cpu_seconds,
                 bytes_total: r.bytes_total,
                 bytes_per_party: r.bytes_per_party,
                 rounds: r.rounds,

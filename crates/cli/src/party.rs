@@ -52,6 +52,8 @@ pub enum Job {
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct RunStats {
     pub seconds: f64,
+    #[serde(default)]
+    pub cpu_seconds: f64,
     pub bytes: u64,
     pub rounds: u64,
 }
@@ -143,11 +145,12 @@ fn serve_bench(party: &mut Party, link: &RoleLink, job: &Job) -> Result<(), Box<
         })
         .collect::<Result<_, _>>()?;
     let mut runs = Vec::with_capacity(repeat + 1);
-    let mut last: Option<BenchOutput> = None;
+    let mut last: Option<std::sync::Arc<BenchOutput>> = None;
     for _ in 0..repeat.max(&1) + 1 {
         let r = run_at_party(party, bench_op.as_ref(), &shares)?;
         runs.push(RunStats {
             seconds: r.seconds,
+            cpu_seconds: r.cpu_seconds,
             bytes: r.bytes,
             rounds: r.rounds,
         });

@@ -277,13 +277,39 @@ pub fn deal_inputs(
         .collect()
 }
 
+/// CPU time of this process so far (all threads), in seconds.
+pub fn process_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to; the clock id is a constant of the platform.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Whether the parties of a benchmark run in one process (then each party's CPU clock counts
+/// all three) or each in its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuClock {
+    Shared,
+    PerParty,
+}
+
 /// One party's measurement of one run.
 #[derive(Clone, Debug)]
 pub struct PartyRun {
     pub seconds: f64,
+    /// CPU time of this party's process over the run (all its threads; in-process parties
+    /// share one process, so each sees all three).
+    pub cpu_seconds: f64,
     pub bytes: u64,
     pub rounds: u64,
-    pub output: BenchOutput,
+    /// Shared: a driver attaches the one output a remote party returns to each of its runs.
+    pub output: std::sync::Arc<BenchOutput>,
 }
 
 /// Run `op` once at this party: meter reset, timed from a sync point to the end of the protocol
@@ -291,15 +317,17 @@ pub struct PartyRun {
 pub fn run_at_party(party: &Party, op: &dyn BenchOp, inputs: &[AShare]) -> Result<PartyRun> {
     sync(party)?;
     party.meter().reset();
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), process_cpu_seconds());
     let output = op.run(party, inputs)?;
     let seconds = t.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds() - cpu;
     let total = party.meter().total();
     Ok(PartyRun {
         seconds,
+        cpu_seconds,
         bytes: total.bytes,
         rounds: total.rounds,
-        output,
+        output: std::sync::Arc::new(output),
     })
 }
 
@@ -366,6 +394,9 @@ pub struct BenchRecord {
     pub n: usize,
     /// Median over the repeats of the slowest party's time.
     pub seconds: f64,
+    /// Median over the repeats of the CPU time of all three parties together (less sensitive
+    /// to other load on a shared machine than the wall time).
+    pub cpu_seconds: f64,
     pub bytes_total: u64,
     pub bytes_per_party: [u64; 3],
     /// Largest metered round count of a party.
@@ -395,7 +426,7 @@ pub fn run_local_bench(
         out.remove(0); // warm-up
         Ok(out)
     })?;
-    summarize(op, cfg, &inputs, &runs)
+    summarize(op, cfg, &inputs, &runs, CpuClock::Shared)
 }
 
 /// Build the record from each party's runs (all parties ran the same number of repeats).
@@ -404,13 +435,22 @@ pub fn summarize(
     cfg: FixedConfig,
     inputs: &[BenchInput],
     runs: &[Vec<PartyRun>; 3],
+    clock: CpuClock,
 ) -> Result<BenchRecord> {
     let reps = runs[0].len();
-    let mut times: Vec<f64> = (0..reps)
-        .map(|r| runs.iter().map(|p| p[r].seconds).fold(0.0, f64::max))
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    let seconds = times[reps / 2];
+    let median = |per_run: &dyn Fn(usize) -> f64| {
+        let mut v: Vec<f64> = (0..reps).map(per_run).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[reps / 2]
+    };
+    let seconds = median(&|r| runs.iter().map(|p| p[r].seconds).fold(0.0, f64::max));
+    let cpu_seconds = median(&|r| {
+        let each = runs.iter().map(|p| p[r].cpu_seconds);
+        match clock {
+            CpuClock::Shared => each.fold(0.0, f64::max),
+            CpuClock::PerParty => each.sum(),
+        }
+    });
     let last = reps - 1;
     let bytes_per_party = [
         runs[0][last].bytes,
@@ -418,7 +458,7 @@ pub fn summarize(
         runs[2][last].bytes,
     ];
     let rounds = runs.iter().map(|p| p[last].rounds).max().unwrap_or(0);
-    let outs: Vec<BenchOutput> = runs.iter().map(|p| p[last].output.clone()).collect();
+    let outs: Vec<BenchOutput> = runs.iter().map(|p| (*p[last].output).clone()).collect();
     let got = open_output(cfg.fixed_point(), &outs)?;
     let want = op.reference(inputs);
     let (max_abs_err, max_rel_err) = errors(&got, &want);
@@ -427,6 +467,7 @@ pub fn summarize(
         method: cfg.trunc.name().to_string(),
         n: op.reported_n(inputs),
         seconds,
+        cpu_seconds,
         bytes_total: bytes_per_party.iter().sum(),
         bytes_per_party,
         rounds,
