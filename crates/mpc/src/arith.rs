@@ -75,14 +75,13 @@
 //!   μ = B63 - ρ (masked by ρ) and y1 = A63 ρ - ζ1 (masked by ζ1).
 //! - R0 receives nothing.
 
-use rayon::prelude::*;
 use ring::conv::{col2out, im2col, kernel_matrix, ConvGeometry, ConvPadding};
 use ring::{gemm, matmul_dims, RingTensor};
 
 use crate::ashare::AShare;
 use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
-use crate::fused::{self, Cut, PAR_MIN};
+use crate::fused::{self, Cut};
 use crate::party::{Ctx, Party};
 use crate::wire::{
     check_len, decode_words, pack_into, packed_len, push_le, split_frame, word_at, BitReader,
@@ -190,14 +189,11 @@ fn ceil_shift(v: u64, d: u32) -> u64 {
 }
 
 fn zip_map(a: &[u64], b: &[u64], f: impl Fn(u64, u64) -> u64 + Sync) -> Vec<u64> {
-    if a.len() >= PAR_MIN {
-        a.par_iter()
-            .zip(b.par_iter())
-            .map(|(&x, &y)| f(x, y))
-            .collect()
-    } else {
-        a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
-    }
+    assert_eq!(a.len(), b.len(), "zip_map: lengths");
+    fused::collect_words(a.len(), &|start, len| {
+        let r = start..start + len;
+        a[r.clone()].iter().zip(&b[r]).map(|(&x, &y)| f(x, y))
+    })
 }
 
 fn tensor(shape: &[usize], data: Vec<u64>) -> Result<RingTensor> {
@@ -341,7 +337,7 @@ impl Party {
             _ => 0,
         };
         let offset = (1u64 << 62) + centre;
-        let mut delta = vec![0u64; n];
+        let mut delta = k1.words(nonce, P_DELTA, n);
         let mut frame = vec![0u8; 8 * n + narrow];
         let (c0_bytes, mu_bytes) = frame.split_at_mut(8 * n);
         let parts = (
@@ -352,7 +348,6 @@ impl Party {
         );
         fused::run(n, parts, &|start, len, (b, delta, c0, mu)| {
             complete(start, b.data);
-            k1.fill_at(nonce, P_DELTA, start, delta.data);
             if robust {
                 let k = 64 - d;
                 let w1 = narrow_chunk(cx, 1, start, len, 2, d);
@@ -418,10 +413,11 @@ impl Party {
         };
         let k = 64 - d;
         let offset = 1u64 << (62 - d);
-        let mut c_r0 = vec![0u64; n];
         let mut mine = vec![0u8; narrow];
+        let mut c_r0;
         if role == 1 {
             let k1 = cx.prf_rel(1);
+            c_r0 = k1.words(nonce, P_DELTA, n);
             let parts = (
                 Cut::words(&mut v[..]),
                 Cut::words(&mut c_r0[..]),
@@ -429,7 +425,6 @@ impl Party {
             );
             fused::run(n, parts, &|start, len, (a, delta, y)| {
                 complete(start, a.data);
-                k1.fill_at(nonce, P_DELTA, start, delta.data);
                 if !robust {
                     a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
                     return;
@@ -448,16 +443,12 @@ impl Party {
         } else {
             let frame = cx.recv(0)?;
             let from0 = split_frame(cx.label, cx.abs(0), &frame, &[8 * n, narrow])?;
-            let parts = (
-                Cut::words(&mut v[..]),
-                Cut::words(&mut c_r0[..]),
-                Cut::packed(&mut mine[..], d),
-            );
-            fused::run(n, parts, &|start, len, (a, c0, y)| {
+            c_r0 = fused::collect_words(n, &|start, len| {
+                (start..start + len).map(|i| word_at(from0[0], i))
+            });
+            let parts = (Cut::words(&mut v[..]), Cut::packed(&mut mine[..], d));
+            fused::run(n, parts, &|start, len, (a, y)| {
                 complete(start, a.data);
-                for (i, c) in c0.data.iter_mut().enumerate() {
-                    *c = word_at(from0[0], start + i);
-                }
                 if !robust {
                     a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
                     return;
@@ -541,16 +532,18 @@ impl Party {
             y.mine().data(),
             y.next().data(),
         );
-        let f = |i: usize| {
-            a0[i]
-                .wrapping_mul(b0[i].wrapping_add(b1[i]))
-                .wrapping_add(a1[i].wrapping_mul(b0[i]))
-        };
-        let z: Vec<u64> = if a0.len() >= PAR_MIN {
-            (0..a0.len()).into_par_iter().map(f).collect()
-        } else {
-            (0..a0.len()).map(f).collect()
-        };
+        let z = fused::collect_words(a0.len(), &|start, len| {
+            let r = start..start + len;
+            a0[r.clone()]
+                .iter()
+                .zip(&a1[r.clone()])
+                .zip(&b0[r.clone()])
+                .zip(&b1[r])
+                .map(|(((&p, &q), &u), &v)| {
+                    p.wrapping_mul(u.wrapping_add(v))
+                        .wrapping_add(q.wrapping_mul(u))
+                })
+        });
         Ok((z, x.shape().to_vec()))
     }
 

@@ -44,6 +44,7 @@ pub mod convert;
 mod error;
 mod fused;
 pub mod io;
+mod keystream;
 pub mod nonlinear;
 mod party;
 pub mod prf;

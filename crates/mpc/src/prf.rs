@@ -5,18 +5,15 @@
 //! is the protocol invocation's number (all parties run the same protocols in the same order), the
 //! purpose tells apart the draws of one invocation. So a party that skips a draw (because its role
 //! does not need it) never desynchronises the stream of another. The `aes` crate detects AES-NI at
-//! run time.
-
-use aes::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+//! run time; [`crate::keystream`] applies the stream (with VAES where the CPU has it).
 
 use crate::fused::{self, Cut};
-
-type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
+use crate::keystream::{Apply, Keystream};
 
 /// A PRF key (128 bits).
 #[derive(Clone)]
 pub struct Prf {
-    key: [u8; 16],
+    stream: Keystream,
 }
 
 impl std::fmt::Debug for Prf {
@@ -27,7 +24,9 @@ impl std::fmt::Debug for Prf {
 
 impl Prf {
     pub fn new(key: [u8; 16]) -> Self {
-        Prf { key }
+        Prf {
+            stream: Keystream::new(key),
+        }
     }
 
     fn iv(nonce: u64, purpose: u32) -> [u8; 16] {
@@ -37,75 +36,55 @@ impl Prf {
         iv
     }
 
-    /// XOR the stream of (nonce, purpose), starting at word `word_off`, into `out`.
-    fn xor_stream(&self, iv: &[u8; 16], word_off: usize, out: &mut [u64]) {
-        let mut c = Aes128Ctr::new(&self.key.into(), iv.into());
-        c.seek((word_off * 8) as u64);
-        if cfg!(target_endian = "big") {
-            out.iter_mut().for_each(|w| *w = w.to_le());
-        }
-        c.apply_keystream(as_bytes_mut(out));
-        if cfg!(target_endian = "big") {
-            out.iter_mut().for_each(|w| *w = u64::from_le(*w));
-        }
-    }
-
-    /// Apply `f(out chunk, word offset)` over `out`, on all cores for long outputs.
-    fn chunked(out: &mut [u64], f: impl Fn(&mut [u64], usize) + Sync) {
-        fused::run(out.len(), Cut::words(out), &|start, _, c| f(c.data, start));
+    /// Apply the words of (nonce, purpose) to `out` by `op`, on all cores for long outputs.
+    fn apply_chunked(&self, nonce: u64, purpose: u32, out: &mut [u64], op: Apply) {
+        let iv = Self::iv(nonce, purpose);
+        fused::run(out.len(), Cut::words(out), &|start, _, c| {
+            self.stream.apply(&iv, start, c.data, op)
+        });
     }
 
     /// XOR the pseudorandom words of (nonce, purpose) into `out` (no allocation).
     pub fn xor_into(&self, nonce: u64, purpose: u32, out: &mut [u64]) {
-        let iv = Self::iv(nonce, purpose);
-        Self::chunked(out, |c, off| self.xor_stream(&iv, off, c));
+        self.apply_chunked(nonce, purpose, out, Apply::Xor);
     }
 
     /// Add (or subtract, if `negate`) the pseudorandom words of (nonce, purpose) to `out`,
-    /// wrapping, through a small cache-resident buffer.
+    /// wrapping.
     pub fn add_into(&self, nonce: u64, purpose: u32, out: &mut [u64], negate: bool) {
-        Self::chunked(out, |c, off| self.add_at(nonce, purpose, off, c, negate));
+        let op = if negate { Apply::Sub } else { Apply::Add };
+        self.apply_chunked(nonce, purpose, out, op);
     }
 
     /// Words `word_off..word_off + out.len()` of the stream of (nonce, purpose), into `out`:
     /// the same words as that range of [`Prf::words`] (fused passes draw a chunk at a time).
     pub fn fill_at(&self, nonce: u64, purpose: u32, word_off: usize, out: &mut [u64]) {
-        out.fill(0);
-        self.xor_stream(&Self::iv(nonce, purpose), word_off, out);
+        self.stream
+            .apply(&Self::iv(nonce, purpose), word_off, out, Apply::Set);
     }
 
     /// Add (or subtract, if `negate`) words `word_off..word_off + out.len()` of the stream of
     /// (nonce, purpose) to `out`, wrapping.
     pub fn add_at(&self, nonce: u64, purpose: u32, word_off: usize, out: &mut [u64], negate: bool) {
-        let iv = Self::iv(nonce, purpose);
-        let mut buf = [0u64; 512];
-        for (j, part) in out.chunks_mut(512).enumerate() {
-            let b = &mut buf[..part.len()];
-            b.fill(0);
-            self.xor_stream(&iv, word_off + j * 512, b);
-            if negate {
-                part.iter_mut()
-                    .zip(b.iter())
-                    .for_each(|(o, r)| *o = o.wrapping_sub(*r));
-            } else {
-                part.iter_mut()
-                    .zip(b.iter())
-                    .for_each(|(o, r)| *o = o.wrapping_add(*r));
-            }
-        }
+        let op = if negate { Apply::Sub } else { Apply::Add };
+        self.stream
+            .apply(&Self::iv(nonce, purpose), word_off, out, op);
     }
 
     /// Fill `out` with pseudorandom words for (nonce, purpose).
     pub fn fill(&self, nonce: u64, purpose: u32, out: &mut [u64]) {
-        out.fill(0);
-        self.xor_into(nonce, purpose, out);
+        self.apply_chunked(nonce, purpose, out, Apply::Set);
     }
 
-    /// `n` pseudorandom words for (nonce, purpose).
+    /// `n` pseudorandom words for (nonce, purpose), drawn a cache-sized chunk at a time into
+    /// the new vector (no zero fill of the whole vector first).
     pub fn words(&self, nonce: u64, purpose: u32, n: usize) -> Vec<u64> {
-        let mut v = vec![0u64; n];
-        self.xor_into(nonce, purpose, &mut v);
-        v
+        let iv = Self::iv(nonce, purpose);
+        fused::collect_words(n, &|start, len| {
+            let mut buf = [0u64; fused::CHUNK];
+            self.stream.apply(&iv, start, &mut buf[..len], Apply::Set);
+            buf.into_iter().take(len)
+        })
     }
 }
 
@@ -133,7 +112,8 @@ mod tests {
         assert_ne!(Prf::new([8; 16]).words(3, 1, 4), p.words(3, 1, 4));
         // The parallel split must give the same stream as one sequential pass.
         let mut seq = vec![0u64; PAR_MIN * 2 + 5];
-        let mut c = Aes128Ctr::new(&[7u8; 16].into(), &Prf::iv(3, 1).into());
+        use aes::cipher::{KeyIvInit, StreamCipher};
+        let mut c = ctr::Ctr128BE::<aes::Aes128>::new(&[7u8; 16].into(), &Prf::iv(3, 1).into());
         let bytes: &mut [u8] =
             unsafe { std::slice::from_raw_parts_mut(seq.as_mut_ptr() as *mut u8, seq.len() * 8) };
         c.apply_keystream(bytes);
