@@ -76,12 +76,14 @@
 //! - R0 receives nothing.
 
 use ring::conv::{col2out, im2col, kernel_matrix, ConvGeometry, ConvPadding};
+use std::borrow::Cow;
+
 use ring::{gemm, matmul_dims, RingTensor};
 
 use crate::ashare::AShare;
 use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
-use crate::fused::{self, Cut};
+use crate::fused::{self, Cut, Fresh, FreshCut, CHUNK};
 use crate::party::{Ctx, Party};
 use crate::wire::{
     check_len, decode_words, pack_into, packed_len, push_le, split_frame, word_at, BitReader,
@@ -241,6 +243,124 @@ fn narrow_chunk(
     w
 }
 
+/// A product's local 3-out-of-3 share z, as the first pass over it finds it.
+pub(crate) enum Terms<'a> {
+    /// Computed already (matmul, conv, the nonlinear jobs).
+    Ready(Vec<u64>),
+    /// x y elementwise from (x_i, x_{i+1}, y_i, y_{i+1}) of equal lengths, computed a chunk at
+    /// a time by the first pass: z is never written out and read back.
+    Product([&'a [u64]; 4]),
+    /// x x from (x_i, x_{i+1}), likewise.
+    Square([&'a [u64]; 2]),
+}
+
+impl<'a> Terms<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Terms::Ready(z) => z.len(),
+            Terms::Product(x) => x[0].len(),
+            Terms::Square(x) => x[0].len(),
+        }
+    }
+
+    /// The vector the first pass works in, and what it computes there.
+    fn split(self) -> (ZBuf, Terms<'a>) {
+        match self {
+            Terms::Ready(z) => (ZBuf::Ready(z), Terms::Ready(Vec::new())),
+            lazy => (ZBuf::Fresh(Fresh::new(lazy.len())), lazy),
+        }
+    }
+}
+
+/// Where the first pass of a product keeps z.
+enum ZBuf {
+    Ready(Vec<u64>),
+    Fresh(Fresh),
+}
+
+impl ZBuf {
+    fn cut(&mut self) -> ZCut<'_> {
+        match self {
+            ZBuf::Ready(z) => ZCut::Ready(Cut::words(&mut z[..])),
+            ZBuf::Fresh(f) => ZCut::Fresh(f.cut()),
+        }
+    }
+
+    fn into_vec(self) -> Vec<u64> {
+        match self {
+            ZBuf::Ready(z) => z,
+            ZBuf::Fresh(f) => f.into_vec(),
+        }
+    }
+}
+
+enum ZCut<'a> {
+    Ready(Cut<'a, u64>),
+    Fresh(FreshCut<'a>),
+}
+
+impl fused::Parts for ZCut<'_> {
+    fn split_at(self, elem: usize) -> (Self, Self) {
+        match self {
+            ZCut::Ready(c) => {
+                let (a, b) = c.split_at(elem);
+                (ZCut::Ready(a), ZCut::Ready(b))
+            }
+            ZCut::Fresh(c) => {
+                let (a, b) = c.split_at(elem);
+                (ZCut::Fresh(a), ZCut::Fresh(b))
+            }
+        }
+    }
+}
+
+impl<'a> ZCut<'a> {
+    /// Elements `start..` of z (as many as the chunk holds): as found, or computed now.
+    fn z(self, start: usize, terms: &Terms<'_>) -> &'a mut [u64] {
+        match self {
+            ZCut::Ready(c) => c.data,
+            ZCut::Fresh(c) => {
+                let r = start..start + c.len();
+                match terms {
+                    Terms::Product([a0, a1, b0, b1]) => c.init(
+                        a0[r.clone()]
+                            .iter()
+                            .zip(&a1[r.clone()])
+                            .zip(&b0[r.clone()])
+                            .zip(&b1[r])
+                            .map(|(((&p, &q), &u), &v)| {
+                                p.wrapping_mul(u.wrapping_add(v))
+                                    .wrapping_add(q.wrapping_mul(u))
+                            }),
+                    ),
+                    Terms::Square([a0, a1]) => c.init(
+                        a0[r.clone()]
+                            .iter()
+                            .zip(&a1[r])
+                            .map(|(&p, &q)| p.wrapping_mul(p.wrapping_add(q.wrapping_mul(2)))),
+                    ),
+                    Terms::Ready(_) => unreachable!("a ready z is not fresh"),
+                }
+            }
+        }
+    }
+}
+
+/// A chunk of PRF words of (nonce, purpose) into a fresh vector's chunk, through a buffer in
+/// cache.
+fn fresh_prf<'a>(
+    key: &crate::prf::Prf,
+    nonce: u64,
+    purpose: u32,
+    start: usize,
+    c: FreshCut<'a>,
+) -> &'a mut [u64] {
+    let mut buf = [0u64; CHUNK];
+    let buf = &mut buf[..c.len()];
+    key.fill_at(nonce, purpose, start, buf);
+    c.init(buf.iter().copied())
+}
+
 impl Party {
     /// The common end of every product: P_i holds `z`, its 3-out-of-3 share of the product, of
     /// shape `shape`; returns the replicated sharing of z (raw) or of z truncated by `d` bits.
@@ -248,11 +368,23 @@ impl Party {
     pub(crate) fn finish_product(
         &self,
         cx: &Ctx<'_>,
-        mut z: Vec<u64>,
+        z: Vec<u64>,
         shape: &[usize],
         trunc: Option<(TruncMethod, u32)>,
     ) -> Result<AShare> {
-        let n = z.len();
+        self.finish_terms(cx, Terms::Ready(z), shape, trunc)
+    }
+
+    /// [`Party::finish_product`] for z in any form of [`Terms`].
+    fn finish_terms(
+        &self,
+        cx: &Ctx<'_>,
+        terms: Terms<'_>,
+        shape: &[usize],
+        trunc: Option<(TruncMethod, u32)>,
+    ) -> Result<AShare> {
+        let n = terms.len();
+        let (mut zbuf, terms) = terms.split();
         let me = cx.id();
         let nonce = cx.nonce;
         let Some((method, d)) = trunc else {
@@ -260,12 +392,14 @@ impl Party {
             let (prev, next) = ((me + 2) % 3, (me + 1) % 3);
             let (own, nxt) = (self.comp_prf(me), self.comp_prf(me + 1));
             let mut frame = vec![0u8; 8 * n];
-            let parts = (Cut::words(&mut z[..]), Cut::word_bytes(&mut frame[..]));
+            let parts = (zbuf.cut(), Cut::word_bytes(&mut frame[..]));
             fused::run(n, parts, &|start, _, (z, out)| {
-                own.add_at(nonce, P_ZERO, start, z.data, false);
-                nxt.add_at(nonce, P_ZERO, start, z.data, true);
-                push_le(out.data, z.data);
+                let z = z.z(start, &terms);
+                own.add_at(nonce, P_ZERO, start, z, false);
+                nxt.add_at(nonce, P_ZERO, start, z, true);
+                push_le(out.data, z);
             });
+            let z = zbuf.into_vec();
             cx.send_abs(prev, frame)?;
             let other = decode_words(cx.label, next, &cx.recv_abs(next)?, n)?;
             return Ok(AShare::new_unchecked(
@@ -279,7 +413,7 @@ impl Party {
         // from the key of R0 and R1 (component 1) and t from that of R0 and R2 (component 0).
         let role = cx.role();
         if role == 0 {
-            return self.trunc_r0(cx, z, Input::Masked, shape, method, d);
+            return self.trunc_r0(cx, zbuf, &terms, Input::Masked, shape, method, d);
         }
         // R1 and R2 swap the high 64 - d bits of their terms of A = (z_1 + s) + (z_2 - t)
         // (module docs: the low bits only move the result by a carry).
@@ -291,12 +425,14 @@ impl Party {
         };
         let high = 64 - d;
         let mut frame = vec![0u8; packed_len(n, high)];
-        let parts = (Cut::words(&mut z[..]), Cut::packed(&mut frame[..], high));
+        let parts = (zbuf.cut(), Cut::packed(&mut frame[..], high));
         fused::run(n, parts, &|start, _, (z, out)| {
-            key.add_at(nonce, P_MASK, start, z.data, negate);
-            z.data.iter_mut().for_each(|x| *x >>= d);
-            pack_into(out.data, z.data, high);
+            let z = z.z(start, &terms);
+            key.add_at(nonce, P_MASK, start, z, negate);
+            z.iter_mut().for_each(|x| *x >>= d);
+            pack_into(out.data, z, high);
         });
+        let z = zbuf.into_vec();
         cx.send(other, frame)?;
         let theirs = cx.recv(other)?;
         check_len(cx.label, cx.abs(other), &theirs, packed_len(n, high))?;
@@ -309,16 +445,21 @@ impl Party {
     /// - robust: c0 = floor((B + 2^62 + K) / 2^d) - δ + ζ0 2^(64-d) (sent to R2 whole, so R2 adds
     ///   nothing) and c1 = δ + ζ1 2^(64-d), with μ = B63 - ρ packed behind c0 in the same
     ///   message.
+    #[allow(clippy::too_many_arguments)]
     fn trunc_r0(
         &self,
         cx: &Ctx<'_>,
-        mut v: Vec<u64>,
+        mut v: ZBuf,
+        terms: &Terms<'_>,
         input: Input<'_>,
         shape: &[usize],
         method: TruncMethod,
         d: u32,
     ) -> Result<AShare> {
-        let n = v.len();
+        let n = match &v {
+            ZBuf::Ready(z) => z.len(),
+            ZBuf::Fresh(_) => terms.len(),
+        };
         let nonce = cx.nonce;
         let (k0, k1) = (cx.prf_rel(0), cx.prf_rel(1));
         let complete = |start: usize, b: &mut [u64]| {
@@ -337,29 +478,26 @@ impl Party {
             _ => 0,
         };
         let offset = (1u64 << 62) + centre;
-        let mut delta = k1.words(nonce, P_DELTA, n);
+        let mut delta = Fresh::new(n);
         let mut frame = vec![0u8; 8 * n + narrow];
         let (c0_bytes, mu_bytes) = frame.split_at_mut(8 * n);
         let parts = (
-            Cut::words(&mut v[..]),
-            Cut::words(&mut delta[..]),
+            v.cut(),
+            delta.cut(),
             Cut::word_bytes(c0_bytes),
             Cut::packed(mu_bytes, d),
         );
         fused::run(n, parts, &|start, len, (b, delta, c0, mu)| {
-            complete(start, b.data);
+            let b = b.z(start, terms);
+            let delta = fresh_prf(k1, nonce, P_DELTA, start, delta);
+            complete(start, b);
             if robust {
                 let k = 64 - d;
                 let w1 = narrow_chunk(cx, 1, start, len, 2, d);
                 let w0 = narrow_chunk(cx, 0, start, len, 1, d);
                 let (mut r1, mut r0) = (WordBits::new(&w1, d), WordBits::new(&w0, d));
                 let mut masked_bits = vec![0u64; len];
-                for ((x, dl), m) in b
-                    .data
-                    .iter_mut()
-                    .zip(delta.data.iter_mut())
-                    .zip(&mut masked_bits)
-                {
+                for ((x, dl), m) in b.iter_mut().zip(delta.iter_mut()).zip(&mut masked_bits) {
                     let b = x.wrapping_add(offset);
                     let (rho, z1, z0) = (r1.read(), r1.read(), r0.read());
                     *m = (b >> 63).wrapping_sub(rho);
@@ -368,17 +506,17 @@ impl Party {
                 }
                 pack_into(mu.data, &masked_bits, d);
             } else {
-                for (x, dl) in b.data.iter_mut().zip(delta.data.iter()) {
+                for (x, dl) in b.iter_mut().zip(delta.iter()) {
                     *x = floor_shift(x.wrapping_add(centre), d).wrapping_sub(*dl);
                 }
             }
-            push_le(c0.data, b.data);
+            push_le(c0.data, b);
         });
         cx.send(2, frame)?;
         Ok(AShare::new_unchecked(
             cx.id(),
-            tensor(shape, v)?,
-            tensor(shape, delta)?,
+            tensor(shape, v.into_vec())?,
+            tensor(shape, delta.into_vec())?,
         ))
     }
 
@@ -414,16 +552,17 @@ impl Party {
         let k = 64 - d;
         let offset = 1u64 << (62 - d);
         let mut mine = vec![0u8; narrow];
-        let mut c_r0;
+        let c_r0;
         if role == 1 {
             let k1 = cx.prf_rel(1);
-            c_r0 = k1.words(nonce, P_DELTA, n);
+            let mut fresh = Fresh::new(n);
             let parts = (
                 Cut::words(&mut v[..]),
-                Cut::words(&mut c_r0[..]),
+                fresh.cut(),
                 Cut::packed(&mut mine[..], d),
             );
             fused::run(n, parts, &|start, len, (a, delta, y)| {
+                let delta = fresh_prf(k1, nonce, P_DELTA, start, delta);
                 complete(start, a.data);
                 if !robust {
                     a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
@@ -432,7 +571,7 @@ impl Party {
                 let w = narrow_chunk(cx, 1, start, len, 2, d);
                 let mut r = WordBits::new(&w, d);
                 let mut terms = vec![0u64; len];
-                for ((x, dl), t) in a.data.iter_mut().zip(delta.data.iter_mut()).zip(&mut terms) {
+                for ((x, dl), t) in a.data.iter_mut().zip(delta.iter_mut()).zip(&mut terms) {
                     let (rho, z1) = (r.read(), r.read());
                     *t = (rho & (*x >> 63).wrapping_neg()).wrapping_sub(z1);
                     *x = ceil_shift(*x, d).wrapping_sub(offset);
@@ -440,6 +579,7 @@ impl Party {
                 }
                 pack_into(y.data, &terms, d);
             });
+            c_r0 = fresh.into_vec();
         } else {
             let frame = cx.recv(0)?;
             let from0 = split_frame(cx.label, cx.abs(0), &frame, &[8 * n, narrow])?;
@@ -502,7 +642,16 @@ impl Party {
                 x.comp(cx.abs(1)).data(),
                 u64::wrapping_add,
             );
-            self.trunc_r0(&cx, b, Input::Ready, x.shape(), method, d)
+            let ready = Terms::Ready(Vec::new());
+            self.trunc_r0(
+                &cx,
+                ZBuf::Ready(b),
+                &ready,
+                Input::Ready,
+                x.shape(),
+                method,
+                d,
+            )
         } else {
             let a = x.comp(cx.abs(2)).data().to_vec();
             self.trunc_r12(&cx, a, Input::Ready, x.shape(), method, d)
@@ -515,43 +664,36 @@ impl Party {
 
     // ---- elementwise ------------------------------------------------------------------------
 
-    /// Local 3-out-of-3 share of the elementwise product (after broadcasting both operands).
-    fn local_product(x: &AShare, y: &AShare) -> Result<(Vec<u64>, Vec<usize>)> {
-        let (x, y) = if x.shape() == y.shape() {
-            (std::borrow::Cow::Borrowed(x), std::borrow::Cow::Borrowed(y))
-        } else {
-            let s = ring::broadcast_shape("mul", x.shape(), y.shape())?;
-            (
-                std::borrow::Cow::Owned(x.broadcast_to(&s)?),
-                std::borrow::Cow::Owned(y.broadcast_to(&s)?),
-            )
-        };
-        let (a0, a1, b0, b1) = (
+    /// Both operands broadcast to their common shape (borrowed when equal already).
+    fn broadcast_pair<'x>(
+        x: &'x AShare,
+        y: &'x AShare,
+    ) -> Result<(Cow<'x, AShare>, Cow<'x, AShare>)> {
+        if x.shape() == y.shape() {
+            return Ok((Cow::Borrowed(x), Cow::Borrowed(y)));
+        }
+        let s = ring::broadcast_shape("mul", x.shape(), y.shape())?;
+        Ok((
+            Cow::Owned(x.broadcast_to(&s)?),
+            Cow::Owned(y.broadcast_to(&s)?),
+        ))
+    }
+
+    /// The elementwise product's terms (equal shapes).
+    fn product_terms<'x>(x: &'x AShare, y: &'x AShare) -> Terms<'x> {
+        Terms::Product([
             x.mine().data(),
             x.next().data(),
             y.mine().data(),
             y.next().data(),
-        );
-        let z = fused::collect_words(a0.len(), &|start, len| {
-            let r = start..start + len;
-            a0[r.clone()]
-                .iter()
-                .zip(&a1[r.clone()])
-                .zip(&b0[r.clone()])
-                .zip(&b1[r])
-                .map(|(((&p, &q), &u), &v)| {
-                    p.wrapping_mul(u.wrapping_add(v))
-                        .wrapping_add(q.wrapping_mul(u))
-                })
-        });
-        Ok((z, x.shape().to_vec()))
+        ])
     }
 
     /// Ring product without rescaling (integers, bits): 1 round, 8n bytes per party.
     pub fn mul_raw(&self, x: &AShare, y: &AShare) -> Result<AShare> {
         let cx = self.begin("mul_raw");
-        let (z, shape) = Self::local_product(x, y)?;
-        self.finish_product(&cx, z, &shape, None)
+        let (x, y) = Self::broadcast_pair(x, y)?;
+        self.finish_terms(&cx, Self::product_terms(&x, &y), x.shape(), None)
     }
 
     /// Fixed-point elementwise product (numpy broadcasting) with the session's truncation.
@@ -563,11 +705,11 @@ impl Party {
     /// [`Party::mul`] with the truncation method overridden.
     pub fn mul_with(&self, x: &AShare, y: &AShare, method: Option<TruncMethod>) -> Result<AShare> {
         let cx = self.begin("mul");
-        let (z, shape) = Self::local_product(x, y)?;
-        self.finish_product(
+        let (x, y) = Self::broadcast_pair(x, y)?;
+        self.finish_terms(
             &cx,
-            z,
-            &shape,
+            Self::product_terms(&x, &y),
+            x.shape(),
             Some((self.method(method), self.frac_bits())),
         )
     }
@@ -575,13 +717,9 @@ impl Party {
     /// Fixed-point square; same cost as [`Party::mul`], one multiplication less locally.
     pub fn square(&self, x: &AShare) -> Result<AShare> {
         let cx = self.begin("square");
-        let (a0, a1) = (x.mine().data(), x.next().data());
-        let z = zip_map(a0, a1, |p, q| {
-            p.wrapping_mul(p.wrapping_add(q.wrapping_mul(2)))
-        });
-        self.finish_product(
+        self.finish_terms(
             &cx,
-            z,
+            Terms::Square([x.mine().data(), x.next().data()]),
             x.shape(),
             Some((self.method(None), self.frac_bits())),
         )

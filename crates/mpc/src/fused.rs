@@ -10,6 +10,8 @@
 //! driver can split all of them at the same element boundary. Chunk boundaries are multiples of
 //! 64 elements, so the packed fields of a chunk start on a word boundary of any d-bit stream.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 /// Elements per chunk (a multiple of 64).
 pub(crate) const CHUNK: usize = 4096;
 /// Passes over at least this many elements run their chunks on all cores.
@@ -91,32 +93,103 @@ pub(crate) fn run<P: Parts>(n: usize, parts: P, body: &(impl Fn(usize, usize, P)
     }
 }
 
+/// A new vector of `n` words that a pass writes chunk by chunk, with no zero fill first (an
+/// 8 MB fill costs about as much as the arithmetic that then overwrites it). The pass gets each
+/// chunk as a [`FreshCut`], which it can initialise only once and only whole; [`Fresh::into_vec`]
+/// checks that all `n` words were.
+pub(crate) struct Fresh {
+    v: Vec<u64>,
+    n: usize,
+    written: AtomicUsize,
+}
+
+impl Fresh {
+    pub fn new(n: usize) -> Self {
+        Fresh {
+            v: Vec::with_capacity(n),
+            n,
+            written: AtomicUsize::new(0),
+        }
+    }
+
+    /// The whole vector as one output of a pass.
+    pub fn cut(&mut self) -> FreshCut<'_> {
+        FreshCut {
+            data: &mut self.v.spare_capacity_mut()[..self.n],
+            written: &self.written,
+        }
+    }
+
+    /// The vector, once a pass has initialised every chunk. Panics otherwise.
+    pub fn into_vec(mut self) -> Vec<u64> {
+        assert_eq!(
+            self.written.load(Ordering::Acquire),
+            self.n,
+            "a fresh vector was not written whole"
+        );
+        // SAFETY: each `FreshCut` covers its own elements, is consumed by `init`, which writes
+        // every one of them before counting them, so a count of n means all n are written.
+        unsafe { self.v.set_len(self.n) };
+        self.v
+    }
+}
+
+/// A chunk of a [`Fresh`] vector, not yet written.
+pub(crate) struct FreshCut<'a> {
+    data: &'a mut [std::mem::MaybeUninit<u64>],
+    written: &'a AtomicUsize,
+}
+
+impl<'a> FreshCut<'a> {
+    /// Elements in the chunk.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Writes the chunk from `vals` and returns it. Panics if `vals` has fewer items than the
+    /// chunk (extra ones are ignored).
+    pub fn init(self, vals: impl IntoIterator<Item = u64>) -> &'a mut [u64] {
+        let mut count = 0;
+        for (o, v) in self.data.iter_mut().zip(vals) {
+            o.write(v);
+            count += 1;
+        }
+        assert_eq!(count, self.data.len(), "a fresh chunk's values ended early");
+        self.written.fetch_add(count, Ordering::Release);
+        // SAFETY: every element of the chunk was written just above.
+        unsafe { &mut *(self.data as *mut [std::mem::MaybeUninit<u64>] as *mut [u64]) }
+    }
+}
+
+impl Parts for FreshCut<'_> {
+    fn split_at(self, elem: usize) -> (Self, Self) {
+        let at = elem.min(self.data.len());
+        let (a, b) = self.data.split_at_mut(at);
+        let w = self.written;
+        (
+            FreshCut {
+                data: a,
+                written: w,
+            },
+            FreshCut {
+                data: b,
+                written: w,
+            },
+        )
+    }
+}
+
 /// A new vector of `n` words: elements `start..start + len` are the items of `body(start,
-/// len)`, chunk by chunk as in [`run`]. Nothing is zero-filled first (an 8 MB fill costs about as
-/// much as the arithmetic that then overwrites it).
-///
-/// Panics if a body yields fewer than `len` items (extra ones are ignored).
+/// len)`, chunk by chunk as in [`run`], written once (see [`Fresh`]).
 pub(crate) fn collect_words<I: Iterator<Item = u64>>(
     n: usize,
     body: &(impl Fn(usize, usize) -> I + Sync),
 ) -> Vec<u64> {
-    let mut v: Vec<u64> = Vec::with_capacity(n);
-    run(
-        n,
-        Cut::words(&mut v.spare_capacity_mut()[..n]),
-        &|start, len, c| {
-            let mut written = 0;
-            for (o, x) in c.data.iter_mut().zip(body(start, len)) {
-                o.write(x);
-                written += 1;
-            }
-            assert_eq!(written, len, "collect_words: a chunk's body ended early");
-        },
-    );
-    // SAFETY: `run` hands each of the elements 0..n to exactly one body call (tested below), and
-    // every element of a call's chunk was written (asserted above).
-    unsafe { v.set_len(n) };
-    v
+    let mut v = Fresh::new(n);
+    run(n, v.cut(), &|start, len, c| {
+        c.init(body(start, len));
+    });
+    v.into_vec()
 }
 
 fn split<P: Parts>(
@@ -145,7 +218,6 @@ fn split<P: Parts>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn chunks_cover_every_element_once_at_aligned_offsets() {
@@ -187,5 +259,26 @@ mod tests {
                 .enumerate()
                 .all(|(i, &x)| x == (i * i) as u64));
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "not written whole")]
+    fn a_fresh_vector_with_a_skipped_chunk_is_refused() {
+        let mut v = Fresh::new(3 * CHUNK);
+        run(3 * CHUNK, v.cut(), &|start, len, c| {
+            if start != CHUNK {
+                c.init(std::iter::repeat_n(1, len));
+            }
+        });
+        v.into_vec();
+    }
+
+    #[test]
+    #[should_panic(expected = "ended early")]
+    fn a_fresh_chunk_needs_all_its_values() {
+        let mut v = Fresh::new(10);
+        run(10, v.cut(), &|_, _, c| {
+            c.init([1, 2, 3]);
+        });
     }
 }
