@@ -83,7 +83,7 @@ use ring::{gemm, matmul_dims, RingTensor};
 use crate::ashare::AShare;
 use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
-use crate::fused::{self, Cut, Fresh, FreshCut, CHUNK};
+use crate::fused::{self, Cut, Fresh, FreshCut};
 use crate::party::{Ctx, Party};
 use crate::wire::{
     check_len, decode_words, pack_into, packed_len, push_le, split_frame, word_at, BitReader,
@@ -346,21 +346,6 @@ impl<'a> ZCut<'a> {
     }
 }
 
-/// A chunk of PRF words of (nonce, purpose) into a fresh vector's chunk, through a buffer in
-/// cache.
-fn fresh_prf<'a>(
-    key: &crate::prf::Prf,
-    nonce: u64,
-    purpose: u32,
-    start: usize,
-    c: FreshCut<'a>,
-) -> &'a mut [u64] {
-    let mut buf = [0u64; CHUNK];
-    let buf = &mut buf[..c.len()];
-    key.fill_at(nonce, purpose, start, buf);
-    c.init(buf.iter().copied())
-}
-
 impl Party {
     /// The common end of every product: P_i holds `z`, its 3-out-of-3 share of the product, of
     /// shape `shape`; returns the replicated sharing of z (raw) or of z truncated by `d` bits.
@@ -489,7 +474,7 @@ impl Party {
         );
         fused::run(n, parts, &|start, len, (b, delta, c0, mu)| {
             let b = b.z(start, terms);
-            let delta = fresh_prf(k1, nonce, P_DELTA, start, delta);
+            let delta = delta.init_prf(k1, nonce, P_DELTA, start);
             complete(start, b);
             if robust {
                 let k = 64 - d;
@@ -562,7 +547,7 @@ impl Party {
                 Cut::packed(&mut mine[..], d),
             );
             fused::run(n, parts, &|start, len, (a, delta, y)| {
-                let delta = fresh_prf(k1, nonce, P_DELTA, start, delta);
+                let delta = delta.init_prf(k1, nonce, P_DELTA, start);
                 complete(start, a.data);
                 if !robust {
                     a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));

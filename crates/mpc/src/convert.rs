@@ -29,8 +29,9 @@ use crate::arith::Cost;
 use crate::ashare::AShare;
 use crate::bshare::{from_planes, BShare};
 use crate::error::{MpcError, Result};
+use crate::fused::{self, Cut, Fresh, CHUNK};
 use crate::party::Party;
-use crate::wire::{decode_words, encode_words, push_words};
+use crate::wire::{check_words, decode_words, encode_words, push_le, word_at};
 
 const P_RHO: u32 = 0;
 const P_MU: u32 = 1;
@@ -148,99 +149,108 @@ impl Party {
     }
 
     /// b * x for a shared bit per element of x (no truncation: the result has x's scale).
-    /// Cost: [`mux_cost`].
+    /// Cost: [`mux_cost`]. Each party's work is one fused pass before it sends (PRF words drawn
+    /// a chunk at a time) and, at R1 and R2, one in-place pass after it receives.
     pub fn mux(&self, b: &BShare, x: &AShare) -> Result<AShare> {
         let cx = self.begin("mux");
         let n = x.len();
         check_bit("mux", b, n)?;
         let me = cx.id();
+        let nonce = cx.nonce;
         let shape = x.shape().to_vec();
         let t = |d: Vec<u64>| RingTensor::new(&shape, d);
-        match cx.role() {
-            0 => {
-                let u = bits_of(
-                    &b.comp(cx.abs(0))
-                        .iter()
-                        .zip(b.comp(cx.abs(1)))
-                        .map(|(p, q)| p ^ q)
-                        .collect::<Vec<_>>(),
-                    n,
-                );
-                let rho = cx.draw_comp(1, P_RHO, n);
-                let mu = cx.draw_comp(0, P_MU, n);
-                let (x0, x1) = (x.comp(cx.abs(0)).data(), x.comp(cx.abs(1)).data());
-                let mut to_r2 = Vec::with_capacity(8 * n);
-                let mut z0 = Vec::with_capacity(n);
-                let mut u0s = Vec::with_capacity(n);
-                for i in 0..n {
-                    let u0 = u[i].wrapping_sub(rho[i]);
-                    u0s.push(u0);
-                    let z = u0
-                        .wrapping_mul(x0[i].wrapping_add(x1[i]))
-                        .wrapping_add(rho[i].wrapping_mul(x0[i]));
-                    z0.push(z.wrapping_add(mu[i]));
+        let bit = |plane: &[u64], e: usize| (plane[e / 64] >> (e % 64)) & 1;
+        if cx.role() == 0 {
+            let (b0, b1) = (b.comp(cx.abs(0)), b.comp(cx.abs(1)));
+            let (x0, x1) = (x.comp(cx.abs(0)).data(), x.comp(cx.abs(1)).data());
+            let (key_rho, key_mu) = (cx.prf_rel(1), cx.prf_rel(0));
+            let mut to_r2 = vec![0u8; 8 * n];
+            let mut to_r1 = vec![0u8; 8 * n];
+            let frames = (Cut::word_bytes(&mut to_r2), Cut::word_bytes(&mut to_r1));
+            fused::run(n, frames, &|start, len, (u0_out, z_out)| {
+                let (mut rho, mut mu) = ([0u64; CHUNK], [0u64; CHUNK]);
+                let (rho, mu) = (&mut rho[..len], &mut mu[..len]);
+                key_rho.fill_at(nonce, P_RHO, start, rho);
+                key_mu.fill_at(nonce, P_MU, start, mu);
+                for (i, (r, m)) in rho.iter_mut().zip(mu.iter_mut()).enumerate() {
+                    let e = start + i;
+                    let u0 = (bit(b0, e) ^ bit(b1, e)).wrapping_sub(*r);
+                    let z0 = u0
+                        .wrapping_mul(x0[e].wrapping_add(x1[e]))
+                        .wrapping_add(r.wrapping_mul(x0[e]));
+                    *m = z0.wrapping_add(*m);
+                    *r = u0;
                 }
-                push_words(&mut to_r2, &u0s);
-                cx.send(2, to_r2)?;
-                cx.send(1, encode_words(&z0))?;
-                Ok(AShare::new_unchecked(
-                    me,
-                    t(cx.draw_comp(0, P_C0, n))?,
-                    t(cx.draw_comp(1, P_C1, n))?,
-                ))
-            }
-            role => {
-                let w = bits_of(b.comp(cx.abs(2)), n);
-                let other = 3 - role;
-                let big_t: Vec<u64> = if role == 1 {
-                    // R1 holds x_1, x_2.
-                    let (x1, x2) = (x.comp(cx.abs(1)).data(), x.comp(cx.abs(2)).data());
-                    let rho = cx.draw_comp(1, P_RHO, n);
-                    let frame = cx.recv(0)?;
-                    let z0mu = decode_words("mux", cx.abs(0), &frame, n)?;
-                    (0..n)
-                        .map(|i| {
-                            let s = x1[i].wrapping_add(x2[i]);
-                            let z = z0mu[i].wrapping_add(rho[i].wrapping_mul(s));
-                            1u64.wrapping_sub(w[i] << 1)
-                                .wrapping_mul(z)
-                                .wrapping_add(w[i].wrapping_mul(s))
-                        })
-                        .collect()
+                push_le(u0_out.data, rho);
+                push_le(z_out.data, mu);
+            });
+            cx.send(2, to_r2)?;
+            cx.send(1, to_r1)?;
+            return Ok(AShare::new_unchecked(
+                me,
+                t(cx.draw_comp(0, P_C0, n))?,
+                t(cx.draw_comp(1, P_C1, n))?,
+            ));
+        }
+        let role = cx.role();
+        let other = 3 - role;
+        let w = b.comp(cx.abs(2));
+        let from_r0 = cx.recv(0)?;
+        check_words("mux", cx.abs(0), &from_r0, n)?;
+        // R1 holds x_1, x_2 and ρ, gets z_0 + μ; R2 holds x_2, x_0 and μ, gets u0.
+        let (xa, xb) = (
+            x.comp(cx.abs(role)).data(),
+            x.comp(cx.abs((role + 1) % 3)).data(),
+        );
+        let (key_pad, pad_purpose) = if role == 1 {
+            (cx.prf_rel(1), P_RHO)
+        } else {
+            (cx.prf_rel(0), P_MU)
+        };
+        let (key_mask, mask_purpose) = if role == 1 {
+            (cx.prf_rel(1), P_C1)
+        } else {
+            (cx.prf_rel(0), P_C0)
+        };
+        let (mut mask, mut mine) = (Fresh::new(n), Fresh::new(n));
+        let mut to_other = vec![0u8; 8 * n];
+        let parts = (mask.cut(), mine.cut(), Cut::word_bytes(&mut to_other));
+        fused::run(n, parts, &|start, len, (mask, mine, out)| {
+            let mut big_t = [0u64; CHUNK];
+            let big_t = &mut big_t[..len];
+            key_pad.fill_at(nonce, pad_purpose, start, big_t);
+            for (i, v) in big_t.iter_mut().enumerate() {
+                let e = start + i;
+                let got = word_at(&from_r0, e);
+                let (z, wx) = if role == 1 {
+                    let s = xa[e].wrapping_add(xb[e]);
+                    (got.wrapping_add(v.wrapping_mul(s)), s)
                 } else {
-                    // R2 holds x_2, x_0.
-                    let (x2, x0) = (x.comp(cx.abs(2)).data(), x.comp(cx.abs(0)).data());
-                    let mu = cx.draw_comp(0, P_MU, n);
-                    let u0 = decode_words("mux", cx.abs(0), &cx.recv(0)?, n)?;
-                    (0..n)
-                        .map(|i| {
-                            let z = u0[i].wrapping_mul(x2[i]).wrapping_sub(mu[i]);
-                            1u64.wrapping_sub(w[i] << 1)
-                                .wrapping_mul(z)
-                                .wrapping_add(w[i].wrapping_mul(x0[i]))
-                        })
-                        .collect()
+                    (got.wrapping_mul(xa[e]).wrapping_sub(*v), xb[e])
                 };
-                let (mask_comp, purpose) = if role == 1 { (1, P_C1) } else { (0, P_C0) };
-                let mask = cx.draw_comp(mask_comp, purpose, n);
-                let mine: Vec<u64> = big_t
-                    .iter()
-                    .zip(&mask)
-                    .map(|(a, m)| a.wrapping_sub(*m))
-                    .collect();
-                cx.send(other, encode_words(&mine))?;
-                let theirs = decode_words("mux", cx.abs(other), &cx.recv(other)?, n)?;
-                let c2: Vec<u64> = mine
-                    .iter()
-                    .zip(&theirs)
-                    .map(|(a, b)| a.wrapping_add(*b))
-                    .collect();
-                if role == 1 {
-                    Ok(AShare::new_unchecked(me, t(mask)?, t(c2)?))
-                } else {
-                    Ok(AShare::new_unchecked(me, t(c2)?, t(mask)?))
-                }
+                let we = bit(w, e);
+                *v = 1u64
+                    .wrapping_sub(we << 1)
+                    .wrapping_mul(z)
+                    .wrapping_add(we.wrapping_mul(wx));
             }
+            let m = mask.init_prf(key_mask, nonce, mask_purpose, start);
+            let v = mine.init(big_t.iter().zip(m.iter()).map(|(a, m)| a.wrapping_sub(*m)));
+            push_le(out.data, v);
+        });
+        cx.send(other, to_other)?;
+        let theirs = cx.recv(other)?;
+        check_words("mux", cx.abs(other), &theirs, n)?;
+        let (mask, mut c2) = (mask.into_vec(), mine.into_vec());
+        fused::run(n, Cut::words(&mut c2[..]), &|start, _, c| {
+            for (i, v) in c.data.iter_mut().enumerate() {
+                *v = v.wrapping_add(word_at(&theirs, start + i));
+            }
+        });
+        if role == 1 {
+            Ok(AShare::new_unchecked(me, t(mask)?, t(c2)?))
+        } else {
+            Ok(AShare::new_unchecked(me, t(c2)?, t(mask)?))
         }
     }
 

@@ -12,6 +12,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::prf::Prf;
+
 /// Elements per chunk (a multiple of 64).
 pub(crate) const CHUNK: usize = 4096;
 /// Passes over at least this many elements run their chunks on all cores.
@@ -158,6 +160,15 @@ impl<'a> FreshCut<'a> {
         self.written.fetch_add(count, Ordering::Release);
         // SAFETY: every element of the chunk was written just above.
         unsafe { &mut *(self.data as *mut [std::mem::MaybeUninit<u64>] as *mut [u64]) }
+    }
+
+    /// Writes the chunk with the PRF words `start..` of (`nonce`, `purpose`), through a buffer
+    /// in cache, and returns it. The chunk must be at most [`CHUNK`] long.
+    pub fn init_prf(self, key: &Prf, nonce: u64, purpose: u32, start: usize) -> &'a mut [u64] {
+        let mut buf = [0u64; CHUNK];
+        let buf = &mut buf[..self.len()];
+        key.fill_at(nonce, purpose, start, buf);
+        self.init(buf.iter().copied())
     }
 }
 

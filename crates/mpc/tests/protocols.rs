@@ -391,6 +391,47 @@ fn a2b_gives_every_bit() {
     }
 }
 
+/// The mux's fused passes on a length that spans many chunks, runs on both cores and ends in a
+/// partial chunk, once in each helper rotation.
+#[test]
+fn mux_over_many_chunks_in_every_rotation() {
+    let mut r = rng(81);
+    let n = 40_000 + 37;
+    let a = normal(&mut r, n, 5.0);
+    let b = normal(&mut r, n, 5.0);
+    let (ea, eb) = (encode(&[n], &a), encode(&[n], &b));
+    let outs = run(
+        cfg(TruncMethod::Robust),
+        &[ea.clone(), eb.clone()],
+        |p, s| {
+            let sa = p.msb(&s[0])?;
+            (0..3)
+                .map(|_| p.mux(&sa, &s[1]))
+                .collect::<mpc::Result<Vec<_>>>()
+        },
+    );
+    let want: Vec<u64> = (0..n)
+        .map(|i| {
+            if ea.data()[i] >> 63 == 1 {
+                eb.data()[i]
+            } else {
+                0
+            }
+        })
+        .collect();
+    for k in 0..3 {
+        let parts: Vec<_> = outs
+            .iter()
+            .map(|o| mpc::OutputShare::of(&o.value[k]))
+            .collect();
+        assert_eq!(
+            mpc::reconstruct(&parts).unwrap().data(),
+            &want[..],
+            "mux #{k}"
+        );
+    }
+}
+
 #[test]
 fn and_b2a_mux_relu_max() {
     let mut r = rng(8);
