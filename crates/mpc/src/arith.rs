@@ -83,7 +83,7 @@ use ring::{gemm, matmul_dims, RingTensor};
 use crate::ashare::AShare;
 use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
-use crate::fused::{self, Cut, Fresh, FreshCut};
+use crate::fused::{self, Cut, Fresh, FreshCut, CHUNK};
 use crate::party::{Ctx, Party};
 use crate::wire::{
     check_len, decode_words, pack_into, packed_len, push_le, split_frame, word_at, BitReader,
@@ -252,6 +252,9 @@ pub(crate) enum Terms<'a> {
     Product([&'a [u64]; 4]),
     /// x x from (x_i, x_{i+1}), likewise.
     Square([&'a [u64]; 2]),
+    /// n elements, `fill(start, z)` writing elements `start..start + z.len()` (the nonlinear
+    /// engine's fused multiply-adds).
+    Chunks(usize, &'a (dyn Fn(usize, &mut [u64]) + Sync)),
 }
 
 impl<'a> Terms<'a> {
@@ -260,6 +263,7 @@ impl<'a> Terms<'a> {
             Terms::Ready(z) => z.len(),
             Terms::Product(x) => x[0].len(),
             Terms::Square(x) => x[0].len(),
+            Terms::Chunks(n, _) => *n,
         }
     }
 
@@ -339,6 +343,12 @@ impl<'a> ZCut<'a> {
                             .zip(&a1[r])
                             .map(|(&p, &q)| p.wrapping_mul(p.wrapping_add(q.wrapping_mul(2)))),
                     ),
+                    Terms::Chunks(_, fill) => {
+                        let mut buf = [0u64; CHUNK];
+                        let buf = &mut buf[..c.len()];
+                        fill(start, buf);
+                        c.init(buf.iter().copied())
+                    }
                     Terms::Ready(_) => unreachable!("a ready z is not fresh"),
                 }
             }
@@ -361,7 +371,7 @@ impl Party {
     }
 
     /// [`Party::finish_product`] for z in any form of [`Terms`].
-    fn finish_terms(
+    pub(crate) fn finish_terms(
         &self,
         cx: &Ctx<'_>,
         terms: Terms<'_>,

@@ -18,9 +18,10 @@ use ring::RingTensor;
 
 use super::ops::{Coef, Fma, FxpOps, Pow2Layout, Result, Threshold};
 use super::NonlinearError;
+use crate::arith::Terms;
 use crate::bshare::{from_planes, to_planes, BShare};
 use crate::config::TruncMethod;
-use crate::fused::{self, Cut};
+use crate::fused::{self, Fresh, CHUNK};
 use crate::wire::{pack_bits, unpack_bits};
 use crate::{AShare, MpcError, Party};
 
@@ -92,100 +93,130 @@ fn concat_bits(id: usize, parts: &[&BShare]) -> Result<BShare> {
 
 /// The 3-out-of-3 share of one fma job at this party, at 2f + g + extra_shift fraction bits
 /// (g = the job's `coef_bits`: plain products and linear terms are lifted by 2^g, scaled
-/// products carry their f-bit coefficient).
-fn job_terms(
-    id: usize,
-    job: &Fma<'_, AShare>,
-    raw: impl Fn(f64) -> u64 + Sync,
-    const_raw: u64,
+/// products carry their f-bit coefficient), computed a chunk at a time where it is needed.
+struct JobTerms<'a, R> {
+    n: usize,
+    /// The constant term (P0's share; 0 at the others).
+    constant: u64,
+    /// (a_i, a_{i+1}, b_i, b_{i+1}) and the product's coefficient.
+    products: Vec<([&'a [u64]; 4], u64)>,
+    /// x_i and its public coefficient.
+    linear: Vec<(&'a [u64], &'a Coef<'a>)>,
+    raw: R,
     g: u32,
-) -> Result<Vec<u64>> {
-    let n = job
-        .products
-        .first()
-        .map(|(a, _)| a.len())
-        .or_else(|| job.scaled.first().map(|(a, _, _)| a.len()))
-        .or_else(|| job.linear.first().map(|(x, _)| x.len()))
-        .ok_or(NonlinearError::Shape {
-            op: "fma",
-            detail: "a job has no terms".into(),
-        })?;
-    let lift = 1u64 << g;
-    let mut products = Vec::with_capacity(job.products.len() + job.scaled.len());
-    let terms = job
-        .products
-        .iter()
-        .map(|(a, b)| (*a, *b, lift))
-        .chain(job.scaled.iter().map(|(a, b, c)| (*a, *b, raw(*c))));
-    for (a, b, c) in terms {
-        if a.len() != n || b.len() != n {
-            return Err(NonlinearError::Shape {
+}
+
+impl<'a, R: Fn(f64) -> u64 + Sync> JobTerms<'a, R> {
+    /// The job's terms, with every length checked against the job's.
+    fn new(id: usize, job: &'a Fma<'a, AShare>, raw: R, const_raw: u64, g: u32) -> Result<Self> {
+        let n = job
+            .products
+            .first()
+            .map(|(a, _)| a.len())
+            .or_else(|| job.scaled.first().map(|(a, _, _)| a.len()))
+            .or_else(|| job.linear.first().map(|(x, _)| x.len()))
+            .ok_or(NonlinearError::Shape {
                 op: "fma",
-                detail: format!("product of {} and {} in a job of {n}", a.len(), b.len()),
-            });
-        }
-        products.push((
-            a.mine().data(),
-            a.next().data(),
-            b.mine().data(),
-            b.next().data(),
-            c,
-        ));
-    }
-    let mut linear = Vec::with_capacity(job.linear.len());
-    for (x, c) in &job.linear {
-        if x.len() != n {
-            return Err(NonlinearError::Shape {
-                op: "fma",
-                detail: format!("term of {} in a job of {n}", x.len()),
-            });
-        }
-        if let Coef::PerElement(cs) = c {
-            if cs.len() != n {
+                detail: "a job has no terms".into(),
+            })?;
+        let lift = 1u64 << g;
+        let mut products = Vec::with_capacity(job.products.len() + job.scaled.len());
+        let terms = job
+            .products
+            .iter()
+            .map(|(a, b)| (*a, *b, lift))
+            .chain(job.scaled.iter().map(|(a, b, c)| (*a, *b, raw(*c))));
+        for (a, b, c) in terms {
+            if a.len() != n || b.len() != n {
                 return Err(NonlinearError::Shape {
                     op: "fma",
-                    detail: format!("{} coefficients for {n} elements", cs.len()),
+                    detail: format!("product of {} and {} in a job of {n}", a.len(), b.len()),
                 });
             }
+            let parts = [
+                a.mine().data(),
+                a.next().data(),
+                b.mine().data(),
+                b.next().data(),
+            ];
+            products.push((parts, c));
         }
-        linear.push((x.mine().data(), c));
+        let mut linear = Vec::with_capacity(job.linear.len());
+        for (x, c) in &job.linear {
+            if x.len() != n {
+                return Err(NonlinearError::Shape {
+                    op: "fma",
+                    detail: format!("term of {} in a job of {n}", x.len()),
+                });
+            }
+            if let Coef::PerElement(cs) = c {
+                if cs.len() != n {
+                    return Err(NonlinearError::Shape {
+                        op: "fma",
+                        detail: format!("{} coefficients for {n} elements", cs.len()),
+                    });
+                }
+            }
+            linear.push((x.mine().data(), c));
+        }
+        let constant = if id == 0 { const_raw } else { 0 };
+        Ok(JobTerms {
+            n,
+            constant,
+            products,
+            linear,
+            raw,
+            g,
+        })
     }
-    // One pass over chunks of the output, all terms per chunk, on all cores for long jobs.
-    let mut z = vec![if id == 0 { const_raw } else { 0 }; n];
-    fused::run(n, Cut::words(&mut z[..]), &|start, len, z| {
-        let range = start..start + len;
-        for &(a0, a1, b0, b1, c) in &products {
+
+    /// Elements `start..start + z.len()` of the share, all terms per chunk.
+    fn fill(&self, start: usize, z: &mut [u64]) {
+        let range = start..start + z.len();
+        z.fill(self.constant);
+        for &([a0, a1, b0, b1], c) in &self.products {
             let (a0, a1, b0, b1) = (
                 &a0[range.clone()],
                 &a1[range.clone()],
                 &b0[range.clone()],
                 &b1[range.clone()],
             );
-            for (i, zi) in z.data.iter_mut().enumerate() {
+            for (i, zi) in z.iter_mut().enumerate() {
                 let t = a0[i]
                     .wrapping_mul(b0[i].wrapping_add(b1[i]))
                     .wrapping_add(a1[i].wrapping_mul(b0[i]));
                 *zi = zi.wrapping_add(t.wrapping_mul(c));
             }
         }
-        for &(x0, c) in &linear {
+        for &(x0, c) in &self.linear {
             let x0 = &x0[range.clone()];
             match c {
                 Coef::Scalar(c) => {
-                    let c = raw(*c) << g;
-                    for (zi, x) in z.data.iter_mut().zip(x0) {
+                    let c = (self.raw)(*c) << self.g;
+                    for (zi, x) in z.iter_mut().zip(x0) {
                         *zi = zi.wrapping_add(x.wrapping_mul(c));
                     }
                 }
                 Coef::PerElement(cs) => {
-                    for ((zi, x), cf) in z.data.iter_mut().zip(x0).zip(&cs[range.clone()]) {
-                        *zi = zi.wrapping_add(x.wrapping_mul(raw(*cf) << g));
+                    for ((zi, x), cf) in z.iter_mut().zip(x0).zip(&cs[range.clone()]) {
+                        *zi = zi.wrapping_add(x.wrapping_mul((self.raw)(*cf) << self.g));
                     }
                 }
             }
         }
-    });
-    Ok(z)
+    }
+
+    /// The whole share as a vector (for groups of several jobs and for run sums).
+    fn collect(&self) -> Vec<u64> {
+        let mut z = Fresh::new(self.n);
+        fused::run(self.n, z.cut(), &|start, len, c| {
+            let mut buf = [0u64; CHUNK];
+            let buf = &mut buf[..len];
+            self.fill(start, buf);
+            c.init(buf.iter().copied());
+        });
+        z.into_vec()
+    }
 }
 
 /// The replicated share (both components) of a job without secret products.
@@ -337,20 +368,30 @@ impl FxpOps for Secure<'_> {
             let const_raw = |c: f64| (c * ((f + d as i32) as f64).exp2()).round() as i64 as u64;
             let mut lens = Vec::with_capacity(members.len());
             let result = if has_products {
-                let mut z = Vec::new();
-                for &j in &members {
-                    let g = jobs[j].coef_bits(f as u32);
-                    let t = job_terms(id, &jobs[j], raw, const_raw(jobs[j].constant), g)?;
-                    lens.push(t.len());
-                    if z.is_empty() {
-                        z = t; // the common single-job group: no copy
-                    } else {
-                        z.extend(t);
+                let terms: Vec<_> = members
+                    .iter()
+                    .map(|&j| {
+                        let g = jobs[j].coef_bits(f as u32);
+                        JobTerms::new(id, &jobs[j], raw, const_raw(jobs[j].constant), g)
+                    })
+                    .collect::<Result<_>>()?;
+                lens.extend(terms.iter().map(|t| t.n));
+                let n = lens.iter().sum::<usize>();
+                let trunc = Some((method, d));
+                if let [t] = &terms[..] {
+                    // The common single-job group: z is formed inside the product's first pass.
+                    let fill = |start: usize, z: &mut [u64]| t.fill(start, z);
+                    let cx = self.party.begin("nl_fma");
+                    self.party
+                        .finish_terms(&cx, Terms::Chunks(n, &fill), &[n], trunc)?
+                } else {
+                    let mut z = Vec::with_capacity(n);
+                    for t in &terms {
+                        z.extend(t.collect());
                     }
+                    let cx = self.party.begin("nl_fma");
+                    self.party.finish_product(&cx, z, &[n], trunc)?
                 }
-                let n = z.len();
-                let cx = self.party.begin("nl_fma");
-                self.party.finish_product(&cx, z, &[n], Some((method, d)))?
             } else {
                 let (mut m, mut nx) = (Vec::new(), Vec::new());
                 for &j in &members {
@@ -393,7 +434,7 @@ impl FxpOps for Secure<'_> {
             });
         }
         let job = Fma::mul(a, b);
-        let z = job_terms(self.party.id(), &job, |v| self.raw(v), 0, 0)?;
+        let z = JobTerms::new(self.party.id(), &job, |v| self.raw(v), 0, 0)?.collect();
         let sums: Vec<u64> = z
             .chunks(run)
             .map(|c| c.iter().fold(0u64, |s, v| s.wrapping_add(*v)))
