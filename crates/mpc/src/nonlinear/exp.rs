@@ -8,12 +8,14 @@
 //! `bound` are undefined.
 //!
 //! Methods:
-//! - `range_reduced` (ours, default): argument reduction by 8 and squaring three times:
-//!   exp(x) = p(x/8)^8 with p a quartic fitted for the error after squaring (5.3e-5 in exact
-//!   arithmetic; fixed-point rounding, amplified 8x by the squarings, adds a few 1e-5), the
-//!   quartic evaluated by powers in two calls (`ScaledPoly::eval`).
-//! - `range_reduced_fine`: the same with a quintic (one more scaled job, 28.5 bytes per element):
-//!   abs error ~1e-5 and relative error below 5e-4 near the top, for softmax.
+//! - `range_reduced` (ours, default): argument reduction by 4 and squaring twice:
+//!   exp(x) = p(x/4)^4 with p a quartic, the minimax fit of max |p^4 - exp| on [-14.5, 0.5]
+//!   (2.4e-4 in exact arithmetic; fixed-point rounding, amplified 4x by the squarings, adds a
+//!   few 1e-6), the quartic evaluated by powers in two calls (`ScaledPoly::eval`). Four jobs:
+//!   a fifth of the work less than the eighth power (error 5.3e-5) it replaced, for an error
+//!   still a sixth of the bound and of SPU's (1.4e-3).
+//! - `range_reduced_fine`: exp(x) = p(x/8)^8 with a quintic (three scaled jobs, three
+//!   squarings): abs error ~1e-5 and relative error below 5e-4 near the top, for softmax.
 //! - `cipherdm_chebyshev`: CipherDM Table 3 (degree-7 Chebyshev in t = x/7 + 1), powers in
 //!   3 rounds, mask by an exact full-width comparison. The paper's coefficients sum to 0.9515 at
 //!   x = 0, so its max abs error is 4.8e-2 (reproduced, not fixed).
@@ -21,10 +23,11 @@
 //!   has none, and without it inputs below -512 give garbage). Max abs error ~2e-3.
 //!
 //! Cost (protocol calls; `cost` turns them into bytes and rounds):
-//! - range_reduced: 1 reduced-width comparison (resolution 1/8), 5 fma calls (the quartic's two
-//!   scaled jobs, always robust, then three squarings), 1 select: 187.75 bytes per element with
-//!   robust truncation (the squarings at 26.25, the scaled jobs at 28.5), 179.5 with fast (SPU:
-//!   444). Largest truncated product: tau^4 <= 10.8 (scaled jobs, limit 256), p^2 <= 1.07.
+//! - range_reduced: 1 reduced-width comparison (resolution 1/8), 4 fma calls (the quartic's two
+//!   scaled jobs, always robust, then two squarings), 1 select: 161.5 bytes per element with
+//!   robust truncation (the squarings at 26.25, the scaled jobs at 28.5), 148.0 with fast (SPU:
+//!   444). Largest truncated product: tau^4 <= 173 (scaled jobs, limit 256), p^2 <= 1.27.
+//! - range_reduced_fine: the same with three scaled jobs and three squarings.
 //! - cipherdm_chebyshev: 1 full-width comparison, 1 + 3 + 1 fma rounds with 1 + 6 + 1 jobs,
 //!   1 select. Largest truncated product: |t|^7 <= 1 (times |coef| <= 0.67 in the sum).
 //! - crypten_limit: 1 reduced-width comparison, 9 fma rounds with 9 jobs, 1 select.
@@ -49,22 +52,23 @@ pub const EXP_CUTOFF: f64 = -14.0;
 /// changes the result by less than exp(-13.875) = 0.25 ulp at f = 18.
 const MASK_RESOLUTION: f64 = 0.125;
 
-/// exp(tau) on tau = x/8 in [-1.81, 0.06] (x in [-14.5, 0.5]), fitted (Lawson's iteration on
-/// 20001 points) for the abs error of p^8 with weight max(8 exp(7x/8), 1e-2 exp(-x/8)): the
-/// error after three squarings, and a relative error below 1e-2 / 8 where that error is
-/// negligible, so that softmax rows sum to 1 closely. Max |p^8 - exp(x)| = 5.3e-5 in exact
-/// arithmetic; relative error 0.8% at x = -8, falling to 1e-5 near 0.
+/// exp(tau) on tau = x/4 in [-3.625, 0.125] (x in [-14.5, 0.5]): the minimax fit of
+/// max |p^4 - exp(x)| over x (`scripts/fit/exp_root.py --absolute --power 4 --lo -14.5 --hi 0.5
+/// --center 0 --half-width 4`), 2.39e-4 in exact arithmetic. Relative error 4.8e-3 at most
+/// above x = -3: softmax, which needs it small, uses the fine method.
 const RANGE_REDUCED: ScaledPoly<'static> = ScaledPoly {
     center: 0.0,
-    half_width: 8.0,
+    half_width: 4.0,
     coef: &[
-        1.000_005_738_611_591,
-        1.000_051_683_119_763,
-        4.975_648_686_006_700_6e-1,
-        1.526_708_432_550_370_8e-1,
-        2.327_313_821_238_478_6e-2,
+        1.000_047_528_004_758,
+        1.000_394_270_723_608_6,
+        4.944_339_865_295_957e-1,
+        1.436_862_155_701_883_7e-1,
+        1.794_163_642_191_614e-2,
     ],
 };
+/// Squarings after `RANGE_REDUCED`: exp(x) = p(x / 4)^4.
+const SQUARINGS: usize = 2;
 /// The same reduction with a quintic (one scaled job more): max |p^8 - exp(x)| = 1.5e-6 in exact
 /// arithmetic, relative error below 5e-4 on [-8, 0]. Softmax uses it: a softmax entry's error is
 /// the exp's *relative* error times the entry, and rows of a few hundred scores are dominated by
@@ -81,8 +85,8 @@ const RANGE_REDUCED_FINE: ScaledPoly<'static> = ScaledPoly {
         4.944_936_495_560_249_6e-3,
     ],
 };
-/// Squarings after the polynomial: exp(x) = p(x / 2^SQUARINGS)^(2^SQUARINGS).
-const SQUARINGS: usize = 3;
+/// Squarings after `RANGE_REDUCED_FINE`: exp(x) = p(x / 8)^8.
+const SQUARINGS_FINE: usize = 3;
 /// CipherDM Table 3 (Chebyshev coefficients C_0..C_7 on t in [-1, 1]) converted to monomials
 /// in t: sum_k MONO[k] t^k == sum_j C_j T_j(t).
 const CIPHERDM_CHEBYSHEV: [f64; 8] = [
@@ -140,13 +144,13 @@ pub fn exact(x: f64) -> f64 {
 pub fn exp_neg<E: FxpOps>(e: &E, x: &E::A, method: ExpMethod, bound: f64) -> Result<E::A> {
     let y = match method {
         ExpMethod::RangeReduced | ExpMethod::RangeReducedFine => {
-            let poly = if method == ExpMethod::RangeReduced {
-                &RANGE_REDUCED
+            let (poly, squarings) = if method == ExpMethod::RangeReduced {
+                (&RANGE_REDUCED, SQUARINGS)
             } else {
-                &RANGE_REDUCED_FINE
+                (&RANGE_REDUCED_FINE, SQUARINGS_FINE)
             };
             let mut p = poly.eval(e, x)?;
-            for _ in 0..SQUARINGS {
+            for _ in 0..squarings {
                 p = e.mul(&p, &p)?;
             }
             p
