@@ -59,14 +59,18 @@ fn assert_fused_rounding(got: &RingTensor, x: &RingTensor, y: &RingTensor, what:
 #[test]
 fn mul_matches_fixed_point_for_both_methods_at_stated_cost() {
     let mut r = rng(1);
-    // Sizes below one chunk of the fused passes, several chunks (8269), and enough for them to
-    // run on all cores (36869, with a ragged last chunk).
+    // Sizes below one chunk of the fused passes, several chunks (8269), enough for them to run
+    // on all cores (36869, with a ragged last chunk), and several pieces of R0's message to R2
+    // (600037: two whole pieces of 2^18 and a ragged third; small values, so that the fast
+    // truncation's rare large error, likelier the more and the larger the products, stays at
+    // ~1e-5 per run).
     for (n, scale) in [
         (1000usize, 1.0),
         (333, 100.0),
         (64, 1e-3),
         (8269, 1.0),
         (36_869, 10.0),
+        (600_037, 0.05),
     ] {
         let a = normal(&mut r, n, scale);
         let b = normal(&mut r, n, scale);
@@ -161,14 +165,15 @@ fn broadcasting_mul_and_square() {
 #[test]
 fn standalone_truncation_and_public_products() {
     let mut r = rng(3);
-    for n in [500, 36_869] {
-        standalone_truncation_at(&mut r, n);
+    // 600037: several pieces of R0's message, with small values (as in the mul test).
+    for (n, scale) in [(500, 1.0), (36_869, 1.0), (600_037, 0.01)] {
+        standalone_truncation_at(&mut r, n, scale);
     }
 }
 
-fn standalone_truncation_at(r: &mut impl Rng, n: usize) {
-    let a = normal(r, n, 50.0);
-    let c = normal(r, n, 3.0);
+fn standalone_truncation_at(r: &mut impl Rng, n: usize, scale: f64) {
+    let a = normal(r, n, 50.0 * scale);
+    let c = normal(r, n, 3.0 * scale);
     let (ea, ec) = (encode(&[n], &a), encode(&[n], &c));
     for m in METHODS {
         let outs = run(cfg(m), std::slice::from_ref(&ea), |p, s| {
