@@ -138,14 +138,28 @@ impl AShare {
         ))
     }
 
-    /// x + c for a public ring scalar.
-    pub fn add_scalar(&self, c: u64) -> Self {
-        let (cm, cn) = match self.id {
+    /// What a public scalar c adds to (mine, next): component 0 takes it.
+    fn scalar_parts(&self, c: u64) -> (u64, u64) {
+        match self.id {
             0 => (c, 0),
             2 => (0, c),
             _ => (0, 0),
-        };
+        }
+    }
+
+    /// x + c for a public ring scalar.
+    pub fn add_scalar(&self, c: u64) -> Self {
+        let (cm, cn) = self.scalar_parts(c);
         AShare::new_unchecked(self.id, self.mine.add_scalar(cm), self.next.add_scalar(cn))
+    }
+
+    /// x + c with each component then shifted right by `shift` bits, in one pass per component
+    /// (the local part of a reduced-width sign test: the components then sum to
+    /// floor((x + c) / 2^shift) minus a carry of 0, 1 or 2).
+    pub fn add_scalar_shifted(&self, c: u64, shift: u32) -> Self {
+        let (cm, cn) = self.scalar_parts(c);
+        let f = |t: &RingTensor, k: u64| t.map(|v| v.wrapping_add(k) >> shift);
+        AShare::new_unchecked(self.id, f(&self.mine, cm), f(&self.next, cn))
     }
 
     /// c - x for a public ring tensor c.

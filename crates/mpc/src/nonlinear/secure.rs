@@ -535,15 +535,11 @@ fn reduced_sign_input(
     f: u32,
     below_raw: u64,
 ) -> Result<(AShare, usize)> {
-    let d = x.add_scalar(below_raw.wrapping_neg());
     let (dropped, width) = t.sign_width(f);
-    if dropped == 0 {
-        return Ok((d, width));
-    }
-    let shift = |v: &[u64]| v.iter().map(|w| w >> dropped).collect::<Vec<u64>>();
-    let mine = RingTensor::new(&[d.len()], shift(d.mine().data())).map_err(MpcError::from)?;
-    let next = RingTensor::new(&[d.len()], shift(d.next().data())).map_err(MpcError::from)?;
-    Ok((AShare::from_parts(d.id(), mine, next)?, width))
+    Ok((
+        x.add_scalar_shifted(below_raw.wrapping_neg(), dropped),
+        width,
+    ))
 }
 
 /// PRF purpose of the injection's masks (clear of the core's purposes 0..16).
