@@ -55,7 +55,9 @@ const MASK_RESOLUTION: f64 = 0.125;
 /// exp(tau) on tau = x/4 in [-3.625, 0.125] (x in [-14.5, 0.5]): the minimax fit of
 /// max |p^4 - exp(x)| over x (`scripts/fit/exp_root.py --absolute --power 4 --lo -14.5 --hi 0.5
 /// --center 0 --half-width 4`), 2.39e-4 in exact arithmetic. Relative error 4.8e-3 at most
-/// above x = -3: softmax, which needs it small, uses the fine method.
+/// above x = -3, 1.7e-2 above -5, but up to 24% where exp(x) is ~1e-3 (the same absolute error
+/// on a small value; no quartic root gets both: weighting the fit towards relative error costs
+/// 5e-3 of absolute error). Callers that need relative accuracy (softmax) use the fine method.
 const RANGE_REDUCED: ScaledPoly<'static> = ScaledPoly {
     center: 0.0,
     half_width: 4.0,
