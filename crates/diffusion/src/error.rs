@@ -19,6 +19,9 @@ pub enum Error {
     /// Sampler noise of the wrong shape or length.
     #[error("noise: {0}")]
     Noise(String),
+    /// Pipeline inputs (token rows, x_T) whose shapes do not fit the model.
+    #[error("inputs: {0}")]
+    Inputs(String),
     /// The model (or a tensor op) failed.
     #[error(transparent)]
     Model(#[from] nn::Error),

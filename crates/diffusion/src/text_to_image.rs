@@ -148,7 +148,7 @@ impl<B: Backend> TextToImage<B> {
         prompts: &[String],
         noise: &[f32],
         opts: SampleOptions,
-        mut on_step: impl FnMut(usize),
+        on_step: impl FnMut(usize),
     ) -> Result<B::Tensor> {
         let n = prompts.len();
         let (c, s) = (self.config.vae.latent_channels, self.config.latent_size());
@@ -158,17 +158,47 @@ impl<B: Backend> TextToImage<B> {
                 noise.len()
             )));
         }
+        let x_t = b.public(&[n, c, s, s], noise)?;
+        self.sample_from(b, &self.tokens(b, prompts)?, x_t, opts, on_step)
+    }
+
+    /// [`TextToImage::sample`] on inputs that are already the backend's tensors: the prompts'
+    /// one-hot token rows (N, L, vocab) and x_T (N, C, h, w). On the `Mpc` backend both are the
+    /// client's secret shares, so the parties run the text encoder, every guided U-Net step and
+    /// the VAE decoder without seeing the prompt, the noise or the image (PIDM's setting); the
+    /// unconditional branch's empty prompt is public.
+    pub fn sample_from(
+        &self,
+        b: &B,
+        tokens: &B::Tensor,
+        x_t: B::Tensor,
+        opts: SampleOptions,
+        mut on_step: impl FnMut(usize),
+    ) -> Result<B::Tensor> {
+        let (c, s) = (self.config.vae.latent_channels, self.config.latent_size());
+        let (l, v) = (
+            self.tokenizer.max_len(),
+            self.config.text_encoder.vocab_size,
+        );
+        let n = b.shape(tokens)[0];
+        if b.shape(tokens) != [n, l, v] || b.shape(&x_t) != [n, c, s, s] {
+            return Err(Error::Inputs(format!(
+                "tokens {:?} and x_T {:?} do not fit this model: it takes ({n}, {l}, {v}) \
+                 and ({n}, {c}, {s}, {s})",
+                b.shape(tokens),
+                b.shape(&x_t)
+            )));
+        }
         let sampler = sd_ddim(opts.steps);
         // Check the step count before the text encoder runs.
         sampler.timesteps(&self.schedule)?;
-        let cond = self.text_encoder.forward(b, &self.tokens(b, prompts)?)?;
+        let cond = self.text_encoder.forward(b, tokens)?;
         let uncond = if opts.guidance != 1.0 {
             let empty = vec![String::new(); n];
             Some(self.text_encoder.forward(b, &self.tokens(b, &empty)?)?)
         } else {
             None
         };
-        let x_t = b.public(&[n, c, s, s], noise)?;
         let denoise = guided(b, &self.unet, &cond, uncond.as_ref(), opts.guidance);
         // Deterministic DDIM (eta = 0) never draws step noise.
         let mut no_noise = SeededNoise::new(0);
