@@ -10,11 +10,12 @@
 
 use nn::sd::clip_text::{one_hot, ClipTextTransformer};
 use nn::sd::model_files::ModelFiles;
+use nn::sd::shares::TEXT_ENCODER_PREFIX;
 use nn::sd::{
     AutoencoderKL, SchedulerConfig, StableDiffusionConfig, UNet2DConditionModel, VaeParts,
     WordTokenizer,
 };
-use nn::Backend;
+use nn::{Backend, ParamSource};
 
 use crate::{DdimConfig, Error, Result, Sampler, Schedule, SeededNoise, Spacing};
 
@@ -84,29 +85,39 @@ impl<B: Backend> TextToImage<B> {
     pub fn new(
         backend: &B,
         files: &ModelFiles,
-        mut make: impl FnMut(&B, &[usize], Vec<f32>) -> nn::Result<B::Param>,
+        make: impl FnMut(&B, &[usize], Vec<f32>) -> nn::Result<B::Param>,
     ) -> Result<Self> {
-        let c = &files.config;
-        let text_encoder = {
-            let mut src = files.text_encoder.source(&mut make);
-            ClipTextTransformer::new(backend, &mut src, "text_model", &c.text_encoder)?
-        };
-        let unet = {
-            let mut src = files.unet.source(&mut make);
-            UNet2DConditionModel::new(backend, &mut src, "", &c.unet)?
-        };
-        let vae = {
-            let mut src = files.vae.source(&mut make);
-            AutoencoderKL::new(backend, &mut src, "", &c.vae, VaeParts::DecoderOnly)?
-        };
-        Self::from_parts(
-            c.clone(),
+        // One `make` for three sources, which the models use one after the other.
+        let make = std::cell::RefCell::new(make);
+        let make = |b: &B, shape: &[usize], data: Vec<f32>| (make.borrow_mut())(b, shape, data);
+        let mut text = files.text_encoder.source(&make);
+        let mut unet = files.unet.source(&make);
+        let mut vae = files.vae.source(&make);
+        Self::from_sources(
+            backend,
+            files.config.clone(),
             files.tokenizer.clone(),
-            text_encoder,
-            unet,
-            vae,
             files.scaling_factor()?,
+            [&mut text, &mut unet, &mut vae],
         )
+    }
+
+    /// Builds the pipeline from one parameter source per model, in the order text encoder,
+    /// U-Net, VAE (decoder half): a model directory's files, or on the `Mpc` backend a party's
+    /// shares (`nn::sd::SdShares`).
+    pub fn from_sources(
+        backend: &B,
+        config: StableDiffusionConfig,
+        tokenizer: WordTokenizer,
+        scaling_factor: f32,
+        [text, unet, vae]: [&mut dyn ParamSource<B>; 3],
+    ) -> Result<Self> {
+        let c = &config;
+        let text_encoder =
+            ClipTextTransformer::new(backend, text, TEXT_ENCODER_PREFIX, &c.text_encoder)?;
+        let unet = UNet2DConditionModel::new(backend, unet, "", &c.unet)?;
+        let vae = AutoencoderKL::new(backend, vae, "", &c.vae, VaeParts::DecoderOnly)?;
+        Self::from_parts(config, tokenizer, text_encoder, unet, vae, scaling_factor)
     }
 
     /// Assembles a pipeline from parts built elsewhere (e.g. while training).

@@ -11,12 +11,8 @@ use std::time::Instant;
 
 use diffusion::{SampleOptions, TextToImage};
 use mpc::{deal, reconstruct, run_local, AShare, FixedConfig, MpcError, OutputShare, TruncMethod};
-use nn::mpc::SharedParams;
 use nn::sd::model_files::ModelFiles;
-use nn::sd::weights::WeightsFile;
-use nn::sd::{AutoencoderKL, ClipTextTransformer, UNet2DConditionModel, VaeParts};
-use nn::weights::Recording;
-use nn::{Approx, Backend, Methods, Mpc, MpcParam, ParamSource, Plain, PlainTensor};
+use nn::{Approx, Backend, Methods, Mpc, Plain, PlainTensor};
 use rand08::SeedableRng;
 use ring::{FixedPoint, RingTensor};
 
@@ -39,35 +35,6 @@ fn share(shape: &[usize], values: &[f32], seed: u64) -> [AShare; 3] {
         let p = m.party;
         m.into_share(p).unwrap()
     })
-}
-
-/// The model owner's side: every parameter of one model, as the model asks for it (names and
-/// internal layout recorded while building it on `Plain`), dealt into one source per party.
-fn deal_model(
-    file: &WeightsFile,
-    build: impl FnOnce(&mut dyn ParamSource<Plain>) -> nn::Result<()>,
-    seed: u64,
-) -> [SharedParams; 3] {
-    let mut values: Vec<Vec<f32>> = Vec::new();
-    let records = {
-        let mut src = Recording::new(file.source(|_: &Plain, shape: &[usize], data: Vec<f32>| {
-            values.push(data.clone());
-            PlainTensor::new(shape, data)
-        }));
-        build(&mut src).unwrap();
-        src.into_parts().1
-    };
-    let mut params = [
-        SharedParams::new(),
-        SharedParams::new(),
-        SharedParams::new(),
-    ];
-    for (i, (r, v)) in records.iter().zip(&values).enumerate() {
-        for (p, s) in share(&r.shape, v, seed + i as u64).into_iter().enumerate() {
-            params[p].insert(&r.name, MpcParam::Secret(s)).unwrap();
-        }
-    }
-    params
 }
 
 fn open(outs: &[AShare]) -> Vec<f64> {
@@ -118,32 +85,13 @@ fn mnist_sd_samples_on_shares_close_to_plaintext() {
     let want: Vec<f64> = want.data().iter().map(|&v| v as f64).collect();
 
     // The owner's weights and the client's inputs, as shares.
-    let text = deal_model(
-        &files.text_encoder,
-        |src| ClipTextTransformer::new(&Plain, src, "text_model", &c.text_encoder).map(|_| ()),
-        1000,
-    );
-    let unet = deal_model(
-        &files.unet,
-        |src| UNet2DConditionModel::new(&Plain, src, "", &c.unet).map(|_| ()),
-        2000,
-    );
-    let vae = deal_model(
-        &files.vae,
-        |src| AutoencoderKL::new(&Plain, src, "", &c.vae, VaeParts::DecoderOnly).map(|_| ()),
-        3000,
-    );
+    let mut dealer = rand08::rngs::StdRng::seed_from_u64(1000);
+    let shares = nn::sd::deal_model_files(&files, FRAC_BITS, &mut dealer).unwrap();
     let tokens = plain.tokens(&Plain, &prompts).unwrap();
     let tokens = share(&Plain.shape(&tokens), tokens.data(), 1);
     let x_t = share(&[n, lc, ls, ls], &noise, 2);
     let scaling = files.scaling_factor().unwrap();
-    let mut per_party: Vec<Option<(SharedParams, SharedParams, SharedParams)>> = text
-        .into_iter()
-        .zip(unet)
-        .zip(vae)
-        .map(|((t, u), v)| Some((t, u, v)))
-        .collect();
-    let per_party = std::sync::Mutex::new(&mut per_party);
+    let shares = std::sync::Mutex::new(shares.map(Some));
 
     let started = Instant::now();
     let outs = run_local(
@@ -151,25 +99,22 @@ fn mnist_sd_samples_on_shares_close_to_plaintext() {
         Some(5),
         |party| {
             let id = party.id();
-            let (mut ts, mut us, mut vs) = per_party.lock().unwrap()[id].take().unwrap();
+            let mut mine = shares.lock().unwrap()[id].take().unwrap();
             let err = |e: String| MpcError::invalid("mnist-sd on shares", e);
             let b = Mpc::new(party, methods);
-            let pipe = (|| -> Result<TextToImage<Mpc<'_>>, String> {
-                let t = ClipTextTransformer::new(&b, &mut ts, "text_model", &c.text_encoder);
-                let u = UNet2DConditionModel::new(&b, &mut us, "", &c.unet);
-                let v = AutoencoderKL::new(&b, &mut vs, "", &c.vae, VaeParts::DecoderOnly);
-                TextToImage::from_parts(
-                    c.clone(),
-                    files.tokenizer.clone(),
-                    t.map_err(|e| e.to_string())?,
-                    u.map_err(|e| e.to_string())?,
-                    v.map_err(|e| e.to_string())?,
-                    scaling,
-                )
-                .map_err(|e| e.to_string())
-            })()
-            .map_err(err)?;
-            for (what, src) in [("text encoder", &ts), ("unet", &us), ("vae", &vs)] {
+            let pipe = TextToImage::from_sources(
+                &b,
+                c.clone(),
+                files.tokenizer.clone(),
+                scaling,
+                [&mut mine.text_encoder, &mut mine.unet, &mut mine.vae],
+            )
+            .map_err(|e| err(e.to_string()))?;
+            for (what, src) in [
+                ("text encoder", &mine.text_encoder),
+                ("unet", &mine.unet),
+                ("vae", &mine.vae),
+            ] {
                 assert!(src.unused().is_empty(), "{what}: unused shares");
             }
             let before = party.meter().total();
@@ -209,4 +154,38 @@ fn mnist_sd_samples_on_shares_close_to_plaintext() {
         vs_twin < 1e-2,
         "secure image off by {vs_twin} from its twin"
     );
+}
+
+#[test]
+fn shares_of_the_wrong_model_part_are_refused_by_name() {
+    let files = files();
+    let c = files.config.clone();
+    let mut dealer = rand08::rngs::StdRng::seed_from_u64(7);
+    let shares = nn::sd::deal_model_files(&files, FRAC_BITS, &mut dealer).unwrap();
+    let shares = std::sync::Mutex::new(shares.map(Some));
+    let outs = run_local(
+        FixedConfig::new(FRAC_BITS, TruncMethod::Robust),
+        Some(5),
+        |party| {
+            let mut mine = shares.lock().unwrap()[party.id()].take().unwrap();
+            let b = Mpc::new(party, Methods::for_model("mnist-sd"));
+            // The VAE's shares where the U-Net's belong.
+            let built = TextToImage::from_sources(
+                &b,
+                c.clone(),
+                files.tokenizer.clone(),
+                1.0,
+                [&mut mine.text_encoder, &mut mine.vae, &mut mine.unet],
+            );
+            Ok(built.err().map(|e| e.to_string()))
+        },
+    )
+    .unwrap();
+    for e in outs {
+        let e = e.expect("a U-Net built from the VAE's shares");
+        assert!(
+            e.contains("parameter") && e.contains("conv_in"),
+            "unclear error: {e}"
+        );
+    }
 }

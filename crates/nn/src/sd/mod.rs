@@ -13,6 +13,7 @@ pub mod mnist;
 pub mod model_files;
 pub mod resample;
 pub mod resnet;
+pub mod shares;
 pub mod tokenizer;
 pub mod unet_2d_condition;
 pub mod weights;
@@ -24,6 +25,7 @@ pub use config::{
     AutoencoderKLConfig, ClipTextConfig, SchedulerConfig, StableDiffusionConfig,
     UNet2DConditionConfig,
 };
+pub use shares::{deal_model_files, SdShares};
 pub use tokenizer::WordTokenizer;
 pub use unet_2d_condition::UNet2DConditionModel;
 
