@@ -22,6 +22,9 @@ pub enum Error {
     /// Pipeline inputs (token rows, x_T) whose shapes do not fit the model.
     #[error("inputs: {0}")]
     Inputs(String),
+    /// A protocol of the parties failed (a party's error, a dead party, a bad message).
+    #[error("mpc: {0}")]
+    Mpc(#[from] mpc::MpcError),
     /// The model (or a tensor op) failed.
     #[error(transparent)]
     Model(#[from] nn::Error),

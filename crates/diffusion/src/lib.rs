@@ -10,6 +10,7 @@
 mod error;
 mod model_dir;
 mod noise;
+mod private_text;
 mod sampler;
 mod schedule;
 mod text_to_image;
@@ -17,6 +18,7 @@ mod text_to_image;
 pub use error::{Error, Result};
 pub use model_dir::{models_root, resolve_model, ModelConfig, ModelDir, ModelMeta, WeightsLayout};
 pub use noise::{NoiseSource, SeededNoise, TensorNoise};
+pub use private_text::{sample_on_shares_local, PrivateSample, ShareSettings};
 pub use sampler::{DdimConfig, Sampler, Spacing, StepInfo};
 pub use schedule::{BetaSchedule, Schedule};
-pub use text_to_image::{guided, schedule_of, sd_ddim, SampleOptions, TextToImage};
+pub use text_to_image::{guided, schedule_of, sd_ddim, token_rows, SampleOptions, TextToImage};

@@ -79,6 +79,18 @@ pub fn guided<'a, B: Backend>(
     }
 }
 
+/// The prompts' one-hot token rows: their shape (N, L, vocab) and values (what the client
+/// secret-shares under MPC).
+pub fn token_rows(
+    tokenizer: &WordTokenizer,
+    config: &StableDiffusionConfig,
+    prompts: &[String],
+) -> Result<([usize; 3], Vec<f32>)> {
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tokenizer.encode(p)).collect();
+    let v = config.text_encoder.vocab_size;
+    Ok(([prompts.len(), tokenizer.max_len(), v], one_hot(&ids, v)?))
+}
+
 impl<B: Backend> TextToImage<B> {
     /// Builds the pipeline from a model directory's files; `make` turns a weight into the
     /// backend's parameter.
@@ -143,12 +155,8 @@ impl<B: Backend> TextToImage<B> {
 
     /// One-hot token rows (N, L, vocab) for prompts, as a public tensor.
     pub fn tokens(&self, b: &B, prompts: &[String]) -> Result<B::Tensor> {
-        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.tokenizer.encode(p)).collect();
-        let v = self.config.text_encoder.vocab_size;
-        Ok(b.public(
-            &[prompts.len(), self.tokenizer.max_len(), v],
-            &one_hot(&ids, v)?,
-        )?)
+        let (shape, rows) = token_rows(&self.tokenizer, &self.config, prompts)?;
+        Ok(b.public(&shape, &rows)?)
     }
 
     /// Images (N, C, H, W) in [-1, 1] for `prompts`, from the client's initial latent noise

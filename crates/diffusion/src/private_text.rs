@@ -1,0 +1,148 @@
+//! Text-to-image on secret shares in one process (PIDM's setting, the in-process form): the
+//! model owner deals the three models' weights and the client deals the prompts' one-hot token
+//! rows and x_T (both in memory here); three parties in threads, each holding only its shares,
+//! run the text encoder, every guided DDIM step and the VAE decoder over an in-memory mesh
+//! ([`mpc::run_local`]); the client reconstructs the image from the three output shares.
+//!
+//! A deployment (owner, client and parties as processes over TCP, as cipherdm-mnist has in the
+//! CLI) is not built for text models yet; the parties' work would be the same
+//! [`TextToImage::sample_from`] on the same shares.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use mpc::{deal, reconstruct, run_local, AShare, FixedConfig, MpcError, OutputShare, TruncMethod};
+use nn::sd::model_files::ModelFiles;
+use nn::{Methods, Mpc};
+use rand08::SeedableRng;
+use ring::{FixedPoint, RingTensor};
+
+use crate::text_to_image::token_rows;
+use crate::{Error, Result, SampleOptions, TextToImage};
+
+/// The MPC settings of a run.
+#[derive(Clone, Copy, Debug)]
+pub struct ShareSettings {
+    pub methods: Methods,
+    pub trunc: TruncMethod,
+    pub frac_bits: u32,
+    /// Seeds the dealer and the parties' keys (reproducible runs, tests); `None`: fresh
+    /// randomness from the OS.
+    pub seed: Option<u64>,
+}
+
+/// The opened images and what producing them cost.
+#[derive(Clone, Debug)]
+pub struct PrivateSample {
+    /// (N, C, H, W) values, as opened by the client.
+    pub images: Vec<f64>,
+    pub shape: [usize; 4],
+    /// From the dealt shares to the opened image (setup excluded).
+    pub seconds: f64,
+    /// Sent between the three parties, all together.
+    pub bytes: u64,
+    /// Most rounds metered by a party.
+    pub rounds: u64,
+}
+
+/// Samples `prompts` from `noise` (N * C * h * w values of x_T) on shares; `on_step(i)` after
+/// step i (0-based), called by party 0.
+pub fn sample_on_shares_local(
+    files: &ModelFiles,
+    prompts: &[String],
+    noise: &[f32],
+    opts: SampleOptions,
+    settings: ShareSettings,
+    on_step: impl Fn(usize) + Sync,
+) -> Result<PrivateSample> {
+    let c = &files.config;
+    let n = prompts.len();
+    let (lc, ls) = (c.vae.latent_channels, c.latent_size());
+    if n == 0 || noise.len() != n * lc * ls * ls {
+        return Err(Error::Inputs(format!(
+            "{} noise values for {n} prompts: x_T is {n}x{lc}x{ls}x{ls}",
+            noise.len()
+        )));
+    }
+    let fp = FixedPoint::new(settings.frac_bits);
+    let mut dealer = match settings.seed {
+        Some(s) => rand08::rngs::StdRng::seed_from_u64(s),
+        None => rand08::rngs::StdRng::from_entropy(),
+    };
+    // The model owner's shares, then the client's.
+    let weights = nn::sd::deal_model_files(files, settings.frac_bits, &mut dealer)?;
+    let mut share = |shape: &[usize], values: &[f32]| -> Result<Vec<AShare>> {
+        let encoded = fp
+            .encode_f32(values)
+            .map_err(|e| Error::Inputs(e.to_string()))?;
+        let x = RingTensor::new(shape, encoded).map_err(|e| Error::Inputs(e.to_string()))?;
+        deal(&x, &mut dealer)
+            .into_iter()
+            .enumerate()
+            .map(|(p, m)| m.into_share(p).map_err(Error::from))
+            .collect()
+    };
+    let (token_shape, rows) = token_rows(&files.tokenizer, c, prompts)?;
+    let tokens = share(&token_shape, &rows)?;
+    let x_t = share(&[n, lc, ls, ls], noise)?;
+    let scaling = files.scaling_factor()?;
+    let per_party: Vec<_> = weights
+        .into_iter()
+        .zip(tokens.into_iter().zip(x_t))
+        .map(Some)
+        .collect();
+    let per_party = Mutex::new(per_party);
+
+    let started = Instant::now();
+    let outs = run_local(
+        FixedConfig::new(settings.frac_bits, settings.trunc),
+        settings.seed,
+        |party| {
+            let id = party.id();
+            let taken = per_party.lock().map(|mut v| v[id].take());
+            let Ok(Some((mut mine, (tokens, x_t)))) = taken else {
+                return Err(MpcError::invalid(
+                    "text_to_image",
+                    "a party's shares are missing",
+                ));
+            };
+            let err = |e: Error| MpcError::invalid("text_to_image", e.to_string());
+            let b = Mpc::new(party, settings.methods);
+            let pipe = TextToImage::from_sources(
+                &b,
+                c.clone(),
+                files.tokenizer.clone(),
+                scaling,
+                [&mut mine.text_encoder, &mut mine.unet, &mut mine.vae],
+            )
+            .map_err(err)?;
+            let before = party.meter().total();
+            let x0 = pipe
+                .sample_from(&b, &tokens, x_t, opts, |i| {
+                    if id == 0 {
+                        on_step(i)
+                    }
+                })
+                .map_err(err)?;
+            let after = party.meter().total();
+            Ok((
+                OutputShare::of(&x0),
+                after.bytes - before.bytes,
+                after.rounds - before.rounds,
+            ))
+        },
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes = outs.iter().map(|o| o.1).sum();
+    let rounds = outs.iter().map(|o| o.2).max().unwrap_or(0);
+    let parts: Vec<OutputShare> = outs.into_iter().map(|o| o.0).collect();
+    let images = fp.decode_slice(reconstruct(&parts)?.data());
+    let shape = [n, c.vae.out_channels, c.image_size, c.image_size];
+    Ok(PrivateSample {
+        images,
+        shape,
+        seconds,
+        bytes,
+        rounds,
+    })
+}
