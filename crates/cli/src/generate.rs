@@ -44,8 +44,8 @@ pub enum SpacingArg {
 pub struct GenerateArgs {
     /// A model name under models/ (or $SECDIFF_MODELS), or a model directory: mnist-sd (text to
     /// digit, --prompt) or cipherdm-mnist (CipherDM's label-conditional U-Net, --labels).
-    /// Default: mnist-sd in plain mode; cipherdm-mnist with class-label inputs (--labels, --noise)
-    /// and in the mpc and he modes (the SD family has no MPC/HE driver yet).
+    /// Default: mnist-sd in plain mode and for --prompt; cipherdm-mnist with class-label inputs
+    /// (--labels, --noise) and otherwise in the mpc and he modes.
     #[arg(long)]
     pub model: Option<String>,
     #[arg(long, value_enum, default_value_t = Mode::Plain)]
@@ -101,11 +101,21 @@ pub struct GenerateArgs {
 }
 
 impl GenerateArgs {
+    /// `--local`: every role in this process (the flag lives with HE's arguments when that
+    /// feature is on).
+    pub fn local(&self) -> bool {
+        #[cfg(feature = "he")]
+        return self.he.local;
+        #[cfg(not(feature = "he"))]
+        return self.mpc.local;
+    }
+
     /// The model to sample: --model, else the best embedded model the request can run: mnist-sd,
     /// or CipherDM's label-conditional model for class-label inputs and for the private modes.
     pub fn model_name(&self) -> &str {
         match &self.model {
             Some(model) => model,
+            None if self.prompt.is_some() => "mnist-sd",
             None if self.labels.is_some() || self.noise.is_some() || self.mode != Mode::Plain => {
                 "cipherdm-mnist"
             }
@@ -363,11 +373,7 @@ pub fn run(args: GenerateArgs) -> CliResult<()> {
             (crate::he_generate::run(&mut plan, &args.he)?, None)
         }
         Mode::Mpc => {
-            #[cfg(feature = "he")]
-            let local = args.he.local;
-            #[cfg(not(feature = "he"))]
-            let local = args.mpc.local;
-            let (sampled, report) = crate::mpc_generate::run(&mut plan, &args.mpc, local)?;
+            let (sampled, report) = crate::mpc_generate::run(&mut plan, &args.mpc, args.local())?;
             (sampled, Some(report))
         }
     };

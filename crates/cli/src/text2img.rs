@@ -1,9 +1,10 @@
 //! `secdiff generate [--prompt ...]` on a text-to-image model of the Stable Diffusion family
-//! (e.g. mnist-sd): DDIM with classifier-free guidance, then the VAE decoder.
+//! (e.g. mnist-sd): DDIM with classifier-free guidance, then the VAE decoder; in the clear, or
+//! with `--mode mpc --local` on secret shares (`diffusion::sample_on_shares_local`).
 
 use std::time::Instant;
 
-use diffusion::{SampleOptions, TextToImage};
+use diffusion::{sample_on_shares_local, SampleOptions, ShareSettings, TextToImage};
 use nn::sd::model_files::{is_text_to_image, ModelFiles};
 use nn::{Plain, PlainTensor};
 use rand::SeedableRng;
@@ -36,13 +37,31 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
             args.model_name()
         )));
     }
-    if args.mode != Mode::Plain {
-        return Err(CliError::Usage(format!(
-            "{} is a text-to-image model and runs in plain mode only so far (the SD family has \
-             no MPC/HE driver yet); for --mode mpc or he use --model cipherdm-mnist --labels ...",
-            args.model_name()
-        )));
-    }
+    let private = match args.mode {
+        Mode::Plain => {
+            args.mpc.check_unused()?;
+            false
+        }
+        Mode::Mpc if args.local() => {
+            if args.mpc.public_weights || args.mpc.serve_weights || args.mpc.shutdown_parties {
+                return Err(CliError::Usage(format!(
+                    "{}: --public-weights, --serve-weights and --shutdown-parties are for \
+                     deployments, and text models run in MPC only with --local so far",
+                    args.model_name()
+                )));
+            }
+            true
+        }
+        _ => {
+            return Err(CliError::Usage(format!(
+                "{} is a text-to-image model: it runs in plain mode and in --mode mpc --local \
+                 (three parties in this process) so far; there is no HE driver and no MPC \
+                 deployment (--parties) driver for text models yet. For those, use --model \
+                 cipherdm-mnist --labels ...",
+                args.model_name()
+            )));
+        }
+    };
     if !args.guidance.is_finite() {
         return Err(CliError::Usage(format!(
             "--guidance {} is not a number",
@@ -79,10 +98,53 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
         args.guidance
     };
     let opts = SampleOptions { steps, guidance };
-    let x = pipe.sample(&Plain, &prompts, &noise, opts, |_| bar.inc(1))?;
-    bar.finish_and_clear();
+    let mut mpc_report = None;
+    let x0: Vec<f32> = if private {
+        let settings = ShareSettings {
+            methods: args.mpc.methods(args.model_name())?,
+            trunc: args.mpc.trunc()?,
+            frac_bits: args.mpc.frac_bits,
+            seed: None,
+        };
+        let run = sample_on_shares_local(&files, &prompts, &noise, opts, settings, |_| bar.inc(1))?;
+        bar.finish_and_clear();
+        let got: Vec<f32> = run.images.iter().map(|&v| v as f32).collect();
+        let fidelity = if args.mpc.no_compare_plain {
+            None
+        } else {
+            let want = pipe.sample(&Plain, &prompts, &noise, opts, |_| {})?;
+            Some(crate::mpc_generate::fidelity(&got, want.data()))
+        };
+        eprintln!(
+            "mpc: {steps} steps on shares in {:.1} s, {:.1} MB between the parties{}",
+            run.seconds,
+            run.bytes as f64 / 1e6,
+            match fidelity {
+                Some((max, psnr)) => format!(
+                    "; vs plaintext from the same noise: max abs diff {max:.2e}, PSNR {psnr:.1} dB"
+                ),
+                None => String::new(),
+            }
+        );
+        mpc_report = Some(serde_json::json!({
+            "deployment": "local",
+            "weights": "secret-shared",
+            "frac_bits": settings.frac_bits,
+            "truncation": args.mpc.truncation,
+            "methods": settings.methods.names(),
+            "seconds_sampling": run.seconds,
+            "bytes_between_parties": run.bytes,
+            "rounds": run.rounds,
+            "max_abs_diff_vs_plain": fidelity.map(|f| f.0),
+            "psnr_vs_plain": fidelity.map(|f| f.1),
+        }));
+        got.iter().map(|v| v.clamp(-1.0, 1.0)).collect()
+    } else {
+        let x = pipe.sample(&Plain, &prompts, &noise, opts, |_| bar.inc(1))?;
+        bar.finish_and_clear();
+        x.data().iter().map(|v| v.clamp(-1.0, 1.0)).collect()
+    };
     let shape = [n, c.vae.out_channels, c.image_size, c.image_size];
-    let x0: Vec<f32> = x.data().iter().map(|v| v.clamp(-1.0, 1.0)).collect();
     if let Some(path) = &args.raw_out {
         output::write_file(
             path,
@@ -94,7 +156,8 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
     }
     if let Some(path) = &args.report {
         let report = serde_json::json!({
-            "mode": "plain",
+            "mode": if private { "mpc" } else { "plain" },
+            "mpc": mpc_report,
             "model": dir.display().to_string(),
             "prompt": prompt,
             "tokens": files.tokenizer.encode(&prompt),

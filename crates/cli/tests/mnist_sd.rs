@@ -122,7 +122,7 @@ fn eval_reports_accuracy_fid_and_floor_in_both_modes() {
 
 #[test]
 fn bad_arguments_are_named() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["eval", "--model", "no-such-model"], "no-such-model"),
         (
             &["eval", "--samples", "0"],
@@ -140,6 +140,22 @@ fn bad_arguments_are_named() {
             &["generate", "--prompt", "seven", "--steps", "0"],
             "cannot sample with 0 steps",
         ),
+        (
+            &["generate", "--prompt", "seven", "--mode", "mpc"],
+            "--mode mpc --local",
+        ),
+        (
+            &[
+                "generate",
+                "--prompt",
+                "seven",
+                "--mode",
+                "mpc",
+                "--local",
+                "--public-weights",
+            ],
+            "--public-weights",
+        ),
     ];
     for (args, needle) in cases {
         let out = secdiff(args);
@@ -151,4 +167,43 @@ fn bad_arguments_are_named() {
             stderr(&out)
         );
     }
+}
+
+/// `secdiff generate --mode mpc --local --prompt ...`: the text encoder, the guided U-Net steps
+/// and the decoder on shares in three in-process parties; the report states the traffic and the
+/// fidelity to the plaintext pipeline from the same noise.
+#[test]
+fn text_to_image_on_shares_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, report) = (dir.path().join("x0.safetensors"), dir.path().join("r.json"));
+    let out = secdiff(&[
+        "generate",
+        "--mode",
+        "mpc",
+        "--local",
+        "--prompt",
+        "a handwritten 3",
+        "--steps",
+        "2",
+        "--raw-out",
+        raw.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (shape, x0) = read_x0(&raw);
+    assert_eq!(shape, vec![1, 1, 28, 28]);
+    assert!(x0.iter().all(|v| (-1.0..=1.0).contains(v)));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["mode"], "mpc", "{json}");
+    assert!(json["model"].as_str().unwrap().ends_with("mnist-sd"));
+    let mpc = &json["mpc"];
+    assert_eq!(mpc["weights"], "secret-shared");
+    assert!(
+        mpc["bytes_between_parties"].as_u64().unwrap() > 100_000_000,
+        "{mpc}"
+    );
+    let diff = mpc["max_abs_diff_vs_plain"].as_f64().unwrap();
+    assert!(diff < 0.05, "{diff}");
 }

@@ -3,8 +3,8 @@
 //! weights, the prompt's token rows and x_T are dealt as shares; only the image is opened),
 //! checked against the plaintext pipeline and the `Approx` twin on the same inputs.
 //!
-//! The dealer here plays the model owner and the client of a deployment (the parties never see
-//! plaintext weights or inputs); the CLI has no driver for text models in MPC yet.
+//! `sample_on_shares_local` deals the model owner's and the client's shares in memory (the
+//! parties never see plaintext weights or inputs); `secdiff generate --mode mpc --local` runs it.
 
 use std::path::PathBuf;
 
