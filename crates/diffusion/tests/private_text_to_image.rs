@@ -21,12 +21,10 @@ fn files() -> ModelFiles {
     ModelFiles::load(&dir).unwrap()
 }
 
+/// Max absolute difference of two images of the same length.
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+    mpc::bench::errors(a, b).0
 }
 
 #[test]
