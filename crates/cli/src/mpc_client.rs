@@ -11,7 +11,9 @@ use nn::{Plain, PlainTensor};
 use rand08::SeedableRng;
 use ring::{FixedPoint, RingTensor};
 
-use crate::mpc_job::{share_from_data, share_to_data, stacked, PartyEvent, PartyReport, SampleJob};
+use crate::mpc_job::{
+    share_from_data, share_to_data, stacked, PartyEvent, PartyReport, SampleJob, TextSampleJob,
+};
 use crate::party::Job;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,24 +74,85 @@ pub fn run_client(
     x_t: &[f32],
     labels: &[usize],
     noise: &mut dyn NoiseSource<Plain>,
-    mut on_step: impl FnMut(usize, usize),
+    on_step: impl FnMut(usize, usize),
 ) -> Result<ClientOutcome, ClientError> {
-    let start = Instant::now();
-    let fp = FixedPoint::new(job.frac_bits);
-    let mut rng = rand08::rngs::StdRng::from_entropy();
-    let text = serde_json::to_string(&Job::Sample(Box::new(job.clone())))
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    for link in links {
-        link.send_msg(&Message::Control(text.clone()))?;
-    }
     let shape = job.shape;
-    send_shared(links, "x_T", &shape, x_t, fp, &mut rng)?;
+    let mut inputs = vec![("x_T", shape.to_vec(), x_t.to_vec())];
     if let Some(k) = job.unet.num_classes {
         let onehot = nn::unet::one_hot(labels, k).ok_or_else(|| {
             ClientError::Protocol(format!("labels {labels:?} outside the {k} classes"))
         })?;
-        send_shared(links, "labels", &[shape[0], k], &onehot, fp, &mut rng)?;
+        inputs.push(("labels", vec![shape[0], k], onehot));
     }
+    let session = Session {
+        job: Job::Sample(Box::new(job.clone())),
+        frac_bits: job.frac_bits,
+        inputs,
+        output_shape: shape.to_vec(),
+    };
+    run_session(links, &session, noise, on_step)
+}
+
+/// The client's side of a text-to-image job: `tokens` are the prompts' one-hot token rows
+/// (`job.token_shape()`), `x_t` the initial latents (`job.latent_shape()`); returns the image.
+pub fn run_text_client(
+    links: &[RoleLink; PARTIES],
+    job: &TextSampleJob,
+    tokens: &[f32],
+    x_t: &[f32],
+    on_step: impl FnMut(usize, usize),
+) -> Result<ClientOutcome, ClientError> {
+    let session = Session {
+        job: Job::TextSample(Box::new(job.clone())),
+        frac_bits: job.frac_bits,
+        inputs: vec![
+            ("tokens", job.token_shape().to_vec(), tokens.to_vec()),
+            ("x_T", job.latent_shape().to_vec(), x_t.to_vec()),
+        ],
+        output_shape: job.image_shape().to_vec(),
+    };
+    // Deterministic DDIM: the parties never ask for step noise.
+    run_session(links, &session, &mut NoNoise, on_step)
+}
+
+/// One sampling session as the client sees it: the job, the inputs it shares (name, shape,
+/// values) in the order the parties receive them, and the shape of the output.
+struct Session {
+    job: Job,
+    frac_bits: u32,
+    inputs: Vec<(&'static str, Vec<usize>, Vec<f32>)>,
+    output_shape: Vec<usize>,
+}
+
+/// A noise source for jobs whose sampler draws none: a request is a protocol error.
+struct NoNoise;
+
+impl NoiseSource<Plain> for NoNoise {
+    fn noise(&mut self, _b: &Plain, t: usize, _shape: &[usize]) -> nn::Result<PlainTensor> {
+        Err(nn::Error::Config(format!(
+            "the parties asked for step noise at timestep {t} in a deterministic job"
+        )))
+    }
+}
+
+fn run_session(
+    links: &[RoleLink; PARTIES],
+    session: &Session,
+    noise: &mut dyn NoiseSource<Plain>,
+    mut on_step: impl FnMut(usize, usize),
+) -> Result<ClientOutcome, ClientError> {
+    let start = Instant::now();
+    let fp = FixedPoint::new(session.frac_bits);
+    let mut rng = rand08::rngs::StdRng::from_entropy();
+    let text =
+        serde_json::to_string(&session.job).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    for link in links {
+        link.send_msg(&Message::Control(text.clone()))?;
+    }
+    for (name, shape, values) in &session.inputs {
+        send_shared(links, name, shape, values, fp, &mut rng)?;
+    }
+    let shape = session.output_shape.clone();
     let mut supplied = Vec::new();
     let outputs = loop {
         let msgs = next_round(links)?;

@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::cli_error::{CliError, CliResult};
 use crate::generate::{step_bar, Plan, Sampled};
-use crate::mpc_client::{run_client, ClientOutcome, ReplayNoise};
+use crate::mpc_client::{run_client, ClientError, ClientOutcome, ReplayNoise};
 use crate::mpc_job::{OpRecord, SampleJob, SamplerSpec};
 use crate::party::Job;
 
@@ -298,7 +298,7 @@ fn local_options() -> MeshOptions {
     }
 }
 
-/// One party of the local form: the same steps as `secdiff party` for one `Job::Sample`.
+/// One party of the local form: the same steps as `secdiff party` for one sampling job.
 fn local_party(
     net: LocalMesh,
     server: PartyServer,
@@ -309,10 +309,7 @@ fn local_party(
         Message::Control(text) => serde_json::from_str::<Job>(&text)?,
         other => return Err(format!("client sent {other:?} instead of a job").into()),
     };
-    let Job::Sample(job) = job else {
-        return Err("the local form runs sampling jobs only".into());
-    };
-    if let Err(e) = crate::mpc_party::serve_sample(&mut party, &server, &link, &job) {
+    if let Err(e) = crate::mpc_party::serve_job(&mut party, &server, &link, &job) {
         link.fail(&e.to_string());
         return Err(e.into());
     }
@@ -343,6 +340,23 @@ pub fn run_local(
         x_t,
         labels,
     } = *req;
+    run_local_roles(
+        |links| {
+            crate::mpc_owner::share_weights(links, model, public_weights, job.frac_bits)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+        |links| run_client(links, job, x_t, labels, noise, on_step),
+    )
+}
+
+/// The local form of any sampling job: three parties in threads (an in-memory mesh between
+/// them, loopback TCP links to the roles), the model owner (`owner`) and the client (`client`)
+/// connected to them as in a deployment.
+pub fn run_local_roles(
+    owner: impl FnOnce(&[RoleLink; PARTIES]) -> Result<(), String> + Send,
+    client: impl FnOnce(&[RoleLink; PARTIES]) -> Result<ClientOutcome, ClientError>,
+) -> CliResult<ClientOutcome> {
     let opts = local_options();
     let mut servers = Vec::with_capacity(PARTIES);
     let mut addrs = Vec::with_capacity(PARTIES);
@@ -372,11 +386,9 @@ pub fn run_local(
             let owner = s.spawn(|| -> Result<(), String> {
                 let links = connect_parties_at(&addrs, Peer::ModelOwner, &opts, None)
                     .map_err(|e| e.to_string())?;
-                crate::mpc_owner::share_weights(&links, model, public_weights, job.frac_bits)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                owner(&links)
             });
-            let outcome = run_client(&links, job, x_t, labels, noise, on_step);
+            let outcome = client(&links);
             let owner = owner
                 .join()
                 .unwrap_or_else(|_| Err("the model owner thread panicked".into()));
@@ -420,18 +432,34 @@ pub fn run_deployment(
         x_t,
         labels,
     } = *req;
+    let owner = serve_weights.then_some(|links: &[RoleLink; PARTIES]| {
+        crate::mpc_owner::share_weights(links, model, public_weights, job.frac_bits)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    run_deployment_roles(cfg, owner, shutdown_parties, |links| {
+        run_client(links, job, x_t, labels, noise, on_step)
+    })
+}
+
+/// Drives a deployment as the client of any sampling job (`client`), and as its model owner too
+/// when `owner` is given; with `shutdown_parties` the parties exit afterwards.
+pub fn run_deployment_roles(
+    cfg: &PartiesConfig,
+    owner: Option<impl FnOnce(&[RoleLink; PARTIES]) -> Result<(), String> + Send>,
+    shutdown_parties: bool,
+    client: impl FnOnce(&[RoleLink; PARTIES]) -> Result<ClientOutcome, ClientError>,
+) -> CliResult<ClientOutcome> {
     let links: [RoleLink; PARTIES] =
         connect_parties(cfg, Peer::Client).map_err(|e| CliError::Other(e.to_string()))?;
     let outcome = std::thread::scope(|s| {
-        let owner = serve_weights.then(|| {
+        let owner = owner.map(|share| {
             s.spawn(|| -> Result<(), String> {
                 let links = connect_parties(cfg, Peer::ModelOwner).map_err(|e| e.to_string())?;
-                crate::mpc_owner::share_weights(&links, model, public_weights, job.frac_bits)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                share(&links)
             })
         });
-        let outcome = run_client(&links, job, x_t, labels, noise, on_step);
+        let outcome = client(&links);
         if let Some(owner) = owner {
             let r = owner
                 .join()

@@ -18,10 +18,16 @@
 //! P_i    -> client Shares   "x_0"   [2, N, C, H, W]
 //! P_i    -> client Control  PartyReport
 //! ```
+//! A text-to-image session (`party::Job::TextSample`, [`TextSampleJob`]) differs only in what
+//! is shared: the client sends "tokens" [2, N, L, vocab] (the prompts' one-hot token rows) and
+//! "x_T" [2, N, C, h, w] (latents); the owner sends a [`TextOwnerHeader`] and the parameters of
+//! the three parts named `text_encoder/...`, `unet/...` and `vae/...`; the parties never ask for
+//! noise (deterministic DDIM) and send "x_0" [2, N, C, H, W] (the image).
 
 use diffusion::{BetaSchedule, DdimConfig, Sampler, Spacing};
 use mpc::{AShare, TruncMethod};
 use nn::mpc::MethodNames;
+use nn::sd::{StableDiffusionConfig, WordTokenizer};
 use nn::unet::UNetConfig;
 use ring::RingTensor;
 use serde::{Deserialize, Serialize};
@@ -187,3 +193,71 @@ pub fn stacked(shape: &[usize]) -> Vec<usize> {
     s.extend_from_slice(shape);
     s
 }
+
+/// The client's request for text-to-image sampling (a `party::Job::TextSample`): everything
+/// public about the model and the run. The prompts themselves travel as shares of their one-hot
+/// token rows ("tokens" [2, N, L, vocab]) and x_T as shares ("x_T" [2, N, C, h, w]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextSampleJob {
+    pub model: String,
+    pub config: StableDiffusionConfig,
+    /// The tokenizer's words: public like the architecture; the parties encode the empty prompt
+    /// of the unconditional branch with them.
+    pub vocab: Vec<String>,
+    pub scaling_factor: f32,
+    pub prompts: usize,
+    pub steps: usize,
+    pub guidance: f32,
+    pub frac_bits: u32,
+    /// "fast" or "robust".
+    pub truncation: String,
+    pub methods: MethodNames,
+}
+
+impl TextSampleJob {
+    pub fn trunc(&self) -> Result<TruncMethod, String> {
+        TruncMethod::parse(&self.truncation)
+            .ok_or_else(|| format!("unknown truncation method {:?}", self.truncation))
+    }
+
+    pub fn tokenizer(&self) -> Result<WordTokenizer, String> {
+        WordTokenizer::new(
+            self.vocab.clone(),
+            self.config.text_encoder.max_position_embeddings,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// (N, L, vocab) of the token rows.
+    pub fn token_shape(&self) -> [usize; 3] {
+        let t = &self.config.text_encoder;
+        [self.prompts, t.max_position_embeddings, t.vocab_size]
+    }
+
+    /// (N, C, h, w) of x_T.
+    pub fn latent_shape(&self) -> [usize; 4] {
+        let s = self.config.latent_size();
+        [self.prompts, self.config.vae.latent_channels, s, s]
+    }
+
+    /// (N, C, H, W) of the image.
+    pub fn image_shape(&self) -> [usize; 4] {
+        let c = &self.config;
+        [self.prompts, c.vae.out_channels, c.image_size, c.image_size]
+    }
+}
+
+/// What the model owner of a text model sends first. Its parameters follow, each named
+/// `<part>/<name>` with `<part>` one of [`TEXT_MODEL_PARTS`], always secret-shared.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextOwnerHeader {
+    pub model: String,
+    pub config: StableDiffusionConfig,
+    pub frac_bits: u32,
+    pub params: usize,
+}
+
+/// The parts of a text model, in the order the owner sends them.
+pub const TEXT_MODEL_PARTS: [&str; 3] = ["text_encoder", "unet", "vae"];

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use diffusion::ModelDir;
 use mpc::deal;
 use net::{connect_parties, Message, PartiesConfig, Peer, RoleLink, PARTIES};
+use nn::sd::model_files::ModelFiles;
 use nn::unet::UNet;
 use nn::weights::Recording;
-use nn::Plain;
+use nn::{MpcParam, Plain};
 use rand08::SeedableRng;
 use ring::{FixedPoint, RingTensor};
 
-use crate::mpc_job::{share_to_data, OwnerHeader};
+use crate::mpc_job::{share_to_data, OwnerHeader, TextOwnerHeader, TEXT_MODEL_PARTS};
 
 #[derive(clap::Args, Debug)]
 pub struct OwnerArgs {
@@ -89,6 +90,60 @@ pub fn share_weights(
             }
         }
     }
+    await_confirmations(links)?;
+    Ok(OwnerStats {
+        params: records.len(),
+        bytes_sent: bytes,
+    })
+}
+
+/// Shares the weights of a text model (mnist-sd: text encoder, U-Net, VAE decoder) with the three
+/// parties on `links`, each parameter named `<part>/<name>`, and waits until each has built the
+/// pipeline from them. Text models' weights are always secret-shared.
+pub fn share_text_weights(
+    links: &[RoleLink; PARTIES],
+    name: &str,
+    files: &ModelFiles,
+    frac_bits: u32,
+) -> Result<OwnerStats, Box<dyn Error + Send + Sync>> {
+    let mut rng = rand08::rngs::StdRng::from_entropy();
+    let shares = nn::sd::deal_model_files(files, frac_bits, &mut rng)?;
+    let params = shares[0].text_encoder.len() + shares[0].unet.len() + shares[0].vae.len();
+    let header = TextOwnerHeader {
+        model: name.to_string(),
+        config: files.config.clone(),
+        frac_bits,
+        params,
+    };
+    let header = Message::Control(serde_json::to_string(&header)?);
+    for link in links {
+        link.send_msg(&header)?;
+    }
+    let mut bytes = 0u64;
+    for (link, mine) in links.iter().zip(&shares) {
+        for (part, src) in TEXT_MODEL_PARTS
+            .iter()
+            .zip([&mine.text_encoder, &mine.unet, &mine.vae])
+        {
+            for (name, p) in src.iter() {
+                let MpcParam::Secret(share) = p else {
+                    return Err(format!("parameter `{name}` was not dealt as shares").into());
+                };
+                let (shape, data) = share_to_data(share);
+                bytes += 8 * data.len() as u64;
+                link.send_msg(&Message::shares(&format!("{part}/{name}"), &shape, data)?)?;
+            }
+        }
+    }
+    await_confirmations(links)?;
+    Ok(OwnerStats {
+        params,
+        bytes_sent: bytes,
+    })
+}
+
+/// Waits until each party confirms it built its model from the weights.
+fn await_confirmations(links: &[RoleLink; PARTIES]) -> Result<(), Box<dyn Error + Send + Sync>> {
     for link in links {
         match link.recv_msg()? {
             Message::Control(t) if t == "weights received" => {}
@@ -101,16 +156,35 @@ pub fn share_weights(
             }
         }
     }
-    Ok(OwnerStats {
-        params: records.len(),
-        bytes_sent: bytes,
-    })
+    Ok(())
+}
+
+/// The model an owner process shares.
+enum OwnedModel {
+    /// A label-conditional U-Net (cipherdm-mnist).
+    Unet(Box<ModelDir>),
+    /// A text-to-image model (mnist-sd).
+    Text(Box<ModelFiles>),
 }
 
 /// `secdiff owner`: connect (retrying while the parties are not ready for an owner), share,
 /// wait for the parties' confirmation, exit.
 pub fn run(args: OwnerArgs) -> Result<(), Box<dyn Error>> {
-    let model = diffusion::resolve_model(&args.model)?;
+    // A text model (mnist-sd) or a label-conditional U-Net (cipherdm-mnist).
+    let dir = crate::eval::resolve_model_dir(&args.model)?;
+    let text = nn::sd::model_files::is_text_to_image(&dir);
+    if text && args.public_weights {
+        return Err(format!(
+            "{}: text models' weights are always secret-shared (no --public-weights)",
+            args.model
+        )
+        .into());
+    }
+    let model = if text {
+        OwnedModel::Text(Box::new(ModelFiles::load(&dir)?))
+    } else {
+        OwnedModel::Unet(Box::new(diffusion::resolve_model(&args.model)?))
+    };
     let cfg = PartiesConfig::load(&args.parties)?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.wait_secs);
@@ -129,12 +203,17 @@ pub fn run(args: OwnerArgs) -> Result<(), Box<dyn Error>> {
             Err(e) => return Err(e.into()),
         }
     };
-    let stats = share_weights(&links, &model, args.public_weights, args.frac_bits)
-        .map_err(|e| -> Box<dyn Error> { e.to_string().into() })?;
+    let stats = match &model {
+        OwnedModel::Unet(model) => {
+            share_weights(&links, model, args.public_weights, args.frac_bits)
+        }
+        OwnedModel::Text(files) => share_text_weights(&links, &args.model, files, args.frac_bits),
+    }
+    .map_err(|e| -> Box<dyn Error> { e.to_string().into() })?;
     eprintln!(
         "owner: shared {} parameters of {} ({}) with the three parties: {:.1} kB sent",
         stats.params,
-        model.name,
+        args.model,
         if args.public_weights {
             "in the clear"
         } else {

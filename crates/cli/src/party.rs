@@ -44,6 +44,8 @@ pub enum Job {
     },
     /// Private sampling (issue 5): see `mpc_party` for the messages that follow.
     Sample(Box<crate::mpc_job::SampleJob>),
+    /// Private text-to-image sampling (PIDM's setting): see `mpc_party::serve_text_sample`.
+    TextSample(Box<crate::mpc_job::TextSampleJob>),
     /// Leave the session and exit.
     Shutdown,
 }
@@ -102,9 +104,8 @@ pub fn run(args: PartyArgs) -> Result<(), Box<dyn Error>> {
                     eprintln!("P{}: shutdown", args.id);
                     return Ok(());
                 }
-                Job::Sample(job) => {
-                    if let Err(e) = crate::mpc_party::serve_sample(&mut party, &server, &link, &job)
-                    {
+                Job::Sample(_) | Job::TextSample(_) => {
+                    if let Err(e) = crate::mpc_party::serve_job(&mut party, &server, &link, &job) {
                         mesh.abort(&e.to_string());
                         link.fail(&e.to_string());
                         return Err(e.into());

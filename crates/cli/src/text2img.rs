@@ -1,10 +1,12 @@
 //! `secdiff generate [--prompt ...]` on a text-to-image model of the Stable Diffusion family
 //! (e.g. mnist-sd): DDIM with classifier-free guidance, then the VAE decoder; in the clear, or
-//! with `--mode mpc --local` on secret shares (`diffusion::sample_on_shares_local`).
+//! in `--mode mpc` on secret shares: this process is the client (and the model owner with
+//! `--local` or `--serve-weights`), the parties run `mpc_party::serve_text_sample`.
 
 use std::time::Instant;
 
-use diffusion::{sample_on_shares_local, SampleOptions, ShareSettings, TextToImage};
+use diffusion::{token_rows, SampleOptions, TextToImage};
+use net::{PartiesConfig, RoleLink, PARTIES};
 use nn::sd::model_files::{is_text_to_image, ModelFiles};
 use nn::{Plain, PlainTensor};
 use rand::SeedableRng;
@@ -12,6 +14,10 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::cli_error::{CliError, CliResult};
 use crate::generate::{step_bar, GenerateArgs, Mode, SamplerKind, SpacingArg};
+use crate::mpc_client::run_text_client;
+use crate::mpc_generate::{run_deployment_roles, run_local_roles};
+use crate::mpc_job::TextSampleJob;
+use crate::mpc_owner::share_text_weights;
 use crate::output;
 
 /// Whether `--model` names a text-to-image model (which `generate` then runs here even without
@@ -37,31 +43,48 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
             args.model_name()
         )));
     }
-    let private = match args.mode {
+    // Where the parties are, in MPC mode: `None` in plain mode.
+    let parties: Option<Option<PartiesConfig>> = match args.mode {
         Mode::Plain => {
             args.mpc.check_unused()?;
-            false
+            None
+        }
+        Mode::Mpc if args.mpc.public_weights => {
+            return Err(CliError::Usage(format!(
+                "{}: text models' weights are always secret-shared (no --public-weights)",
+                args.model_name()
+            )));
         }
         Mode::Mpc if args.local() => {
-            if args.mpc.public_weights || args.mpc.serve_weights || args.mpc.shutdown_parties {
-                return Err(CliError::Usage(format!(
-                    "{}: --public-weights, --serve-weights and --shutdown-parties are for \
-                     deployments, and text models run in MPC only with --local so far",
-                    args.model_name()
-                )));
+            if args.mpc.serve_weights || args.mpc.shutdown_parties {
+                return Err(CliError::Usage(
+                    "--serve-weights and --shutdown-parties are for --parties deployments".into(),
+                ));
             }
-            true
+            Some(None)
         }
-        _ => {
+        Mode::Mpc => match &args.mpc.parties {
+            Some(path) => Some(Some(
+                PartiesConfig::load(path).map_err(|e| CliError::Usage(e.to_string()))?,
+            )),
+            None => {
+                return Err(CliError::Usage(
+                    "--mode mpc needs --local (every role in this process) or --parties \
+                     PARTIES_TOML (a deployment)"
+                        .into(),
+                ))
+            }
+        },
+        #[cfg(feature = "he")]
+        Mode::He => {
             return Err(CliError::Usage(format!(
-                "{} is a text-to-image model: it runs in plain mode and in --mode mpc --local \
-                 (three parties in this process) so far; there is no HE driver and no MPC \
-                 deployment (--parties) driver for text models yet. For those, use --model \
-                 cipherdm-mnist --labels ...",
+                "{} is a text-to-image model: there is no HE driver for text models; it runs in \
+                 plain mode and in --mode mpc. For HE, use --model cipherdm-mnist --labels ...",
                 args.model_name()
             )));
         }
     };
+    let private = parties.is_some();
     if !args.guidance.is_finite() {
         return Err(CliError::Usage(format!(
             "--guidance {} is not a number",
@@ -99,26 +122,53 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
     };
     let opts = SampleOptions { steps, guidance };
     let mut mpc_report = None;
-    let x0: Vec<f32> = if private {
-        let settings = ShareSettings {
-            methods: args.mpc.methods(args.model_name())?,
-            trunc: args.mpc.trunc()?,
+    let x0: Vec<f32> = if let Some(deployment) = parties {
+        let methods = args.mpc.methods(args.model_name())?;
+        let job = TextSampleJob {
+            model: args.model_name().to_string(),
+            config: c.clone(),
+            vocab: files.tokenizer.words().to_vec(),
+            scaling_factor: files.scaling_factor()?,
+            prompts: n,
+            steps,
+            guidance,
             frac_bits: args.mpc.frac_bits,
-            seed: None,
+            truncation: args.mpc.trunc()?.name().to_string(),
+            methods: methods.names(),
         };
-        let run = sample_on_shares_local(&files, &prompts, &noise, opts, settings, |_| bar.inc(1))?;
+        let (_, rows) = token_rows(&files.tokenizer, c, &prompts)?;
+        let client = |links: &[RoleLink; PARTIES]| {
+            run_text_client(links, &job, &rows, &noise, |step, _| {
+                bar.set_position(step as u64)
+            })
+        };
+        let owner = |links: &[RoleLink; PARTIES]| {
+            share_text_weights(links, &job.model, &files, job.frac_bits)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let outcome = match &deployment {
+            None => run_local_roles(owner, client)?,
+            Some(cfg) => run_deployment_roles(
+                cfg,
+                args.mpc.serve_weights.then_some(owner),
+                args.mpc.shutdown_parties,
+                client,
+            )?,
+        };
         bar.finish_and_clear();
-        let got: Vec<f32> = run.images.iter().map(|&v| v as f32).collect();
+        let got = outcome.x0;
         let fidelity = if args.mpc.no_compare_plain {
             None
         } else {
             let want = pipe.sample(&Plain, &prompts, &noise, opts, |_| {})?;
             Some(crate::mpc_generate::fidelity(&got, want.data()))
         };
+        let bytes: u64 = outcome.reports.iter().map(|r| r.bytes).sum();
         eprintln!(
             "mpc: {steps} steps on shares in {:.1} s, {:.1} MB between the parties{}",
-            run.seconds,
-            run.bytes as f64 / 1e6,
+            outcome.seconds,
+            bytes as f64 / 1e6,
             match fidelity {
                 Some((max, psnr)) => format!(
                     "; vs plaintext from the same noise: max abs diff {max:.2e}, PSNR {psnr:.1} dB"
@@ -127,16 +177,22 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
             }
         );
         mpc_report = Some(serde_json::json!({
-            "deployment": "local",
+            "deployment": match &args.mpc.parties {
+                Some(p) if deployment.is_some() => p.display().to_string(),
+                _ => "local".to_string(),
+            },
             "weights": "secret-shared",
-            "frac_bits": settings.frac_bits,
-            "truncation": args.mpc.truncation,
-            "methods": settings.methods.names(),
-            "seconds_sampling": run.seconds,
-            "bytes_between_parties": run.bytes,
-            "rounds": run.rounds,
+            "frac_bits": job.frac_bits,
+            "truncation": job.truncation,
+            "methods": job.methods,
+            "seconds": outcome.seconds,
+            "bytes_between_parties": bytes,
+            "rounds": outcome.reports.iter().map(|r| r.rounds).max(),
+            "bytes_from_client": outcome.reports.iter().map(|r| r.bytes_from_client).sum::<u64>(),
+            "bytes_from_owner": outcome.reports.iter().map(|r| r.bytes_from_owner).sum::<u64>(),
             "max_abs_diff_vs_plain": fidelity.map(|f| f.0),
             "psnr_vs_plain": fidelity.map(|f| f.1),
+            "parties": outcome.reports,
         }));
         got.iter().map(|v| v.clamp(-1.0, 1.0)).collect()
     } else {

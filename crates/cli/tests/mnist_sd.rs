@@ -142,7 +142,7 @@ fn bad_arguments_are_named() {
         ),
         (
             &["generate", "--prompt", "seven", "--mode", "mpc"],
-            "--mode mpc --local",
+            "needs --local",
         ),
         (
             &[

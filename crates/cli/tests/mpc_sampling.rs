@@ -402,3 +402,72 @@ fn a_parties_toml_missing_or_repeating_a_party_is_refused_before_any_work() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// mnist-sd in a deployment: three party processes over TCP, the model owner as its own
+/// process, this test as the client; the image matches the local form's and the plaintext one.
+#[test]
+fn a_text_model_over_tcp_with_a_separate_owner() {
+    let dir = scratch("text-tcp");
+    let cfg = parties_toml(&dir, 60);
+    let mut parties = spawn_parties(&cfg);
+    let mut owner = Command::new(EXE)
+        .args(["owner", "--model", "mnist-sd", "--parties", s(&cfg)])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tcp, report) = (dir.join("tcp.safetensors"), dir.join("tcp.json"));
+    let common = [
+        "generate",
+        "--model",
+        "mnist-sd",
+        "--mode",
+        "mpc",
+        "--prompt",
+        "a handwritten 4",
+        "--steps",
+        "2",
+    ];
+    let out = run(&[
+        &common[..],
+        &[
+            "--parties",
+            s(&cfg),
+            "--shutdown-parties",
+            "--raw-out",
+            s(&tcp),
+            "--report",
+            s(&report),
+        ],
+    ]
+    .concat());
+    ok(&out);
+    let (owner_ok, owner_err) = finish(&mut owner);
+    assert!(owner_ok, "owner failed: {owner_err}");
+    assert!(
+        owner_err.contains("410 parameters of mnist-sd"),
+        "{owner_err}"
+    );
+    for p in &mut parties {
+        let (success, err) = finish(p);
+        assert!(success, "party failed: {err}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let mpc = &json["mpc"];
+    assert_eq!(mpc["parties"].as_array().unwrap().len(), 3, "{mpc}");
+    // The client sent only the shares of its token rows and x_T (1 x 8 x 32 and 1 x 4 x 7 x 7
+    // values, two components of 8 bytes to each party); the owner the shares of the weights.
+    assert_eq!(mpc["bytes_from_client"], 3 * 2 * 8 * (8 * 32 + 4 * 7 * 7));
+    assert!(
+        mpc["max_abs_diff_vs_plain"].as_f64().unwrap() < 0.05,
+        "{mpc}"
+    );
+    let local = dir.join("local.safetensors");
+    ok(&run(
+        &[&common[..], &["--local", "--raw-out", s(&local)]].concat()
+    ));
+    let d = max_diff(&x0(&tcp), &x0(&local));
+    eprintln!("text model, tcp vs local: max abs diff {d:e}");
+    assert!(d < 1e-2, "tcp and local differ by {d}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

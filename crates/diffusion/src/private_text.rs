@@ -4,9 +4,8 @@
 //! run the text encoder, every guided DDIM step and the VAE decoder over an in-memory mesh
 //! ([`mpc::run_local`]); the client reconstructs the image from the three output shares.
 //!
-//! A deployment (owner, client and parties as processes over TCP, as cipherdm-mnist has in the
-//! CLI) is not built for text models yet; the parties' work would be the same
-//! [`TextToImage::sample_from`] on the same shares.
+//! The CLI's `generate --mode mpc` (local form and deployments) runs the same
+//! [`TextToImage::sample_from`] at each party, with the shares sent over the role links.
 
 use std::sync::Mutex;
 use std::time::Instant;

@@ -31,6 +31,11 @@ impl SharedParams {
         self.params.len()
     }
 
+    /// The parameters by name (what a model owner sends).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &MpcParam)> {
+        self.params.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.params.is_empty()
     }

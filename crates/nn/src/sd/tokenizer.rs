@@ -68,6 +68,11 @@ impl WordTokenizer {
         })
     }
 
+    /// The vocabulary, in id order.
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.words.len()
     }
