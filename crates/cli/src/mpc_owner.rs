@@ -1,5 +1,6 @@
 //! The model owner: shares its weights with the three parties (`secdiff owner`), so that no
-//! single party (and not the client) ever sees them. Each parameter is encoded in fixed point
+//! single party (and not the client) ever sees them: a label-conditional U-Net
+//! ([`share_weights`]) or a text model's three parts ([`share_text_weights`]). Each parameter is encoded in fixed point
 //! and split into three replicated shares; party P_i receives components i and i+1. With
 //! `--public-weights` the owner instead sends the encoded weights in the clear (the variant in
 //! which only the client's data is private).
@@ -22,7 +23,8 @@ use crate::mpc_job::{share_to_data, OwnerHeader, TextOwnerHeader, TEXT_MODEL_PAR
 
 #[derive(clap::Args, Debug)]
 pub struct OwnerArgs {
-    /// The model whose weights to share (a name under models/ or a directory).
+    /// The model whose weights to share (a name under models/ or a directory): cipherdm-mnist,
+    /// or a text model such as mnist-sd (its text encoder, U-Net and VAE decoder).
     #[arg(long, default_value = "cipherdm-mnist")]
     pub model: String,
     /// The deployment (`parties.toml`) whose parties receive the weights.
