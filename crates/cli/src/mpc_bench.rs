@@ -211,11 +211,12 @@ pub fn run(args: BenchSampleArgs) -> CliResult<()> {
         bar.finish_and_clear();
         let outcome = outcome?;
         let _wall = start.elapsed();
-        let name = match &args.mpc.parties {
-            Some(p) => p.display().to_string(),
-            None => "local".into(),
-        };
-        let report = summarize(&outcome, name, &job, args.mpc.public_weights);
+        let report = summarize(
+            &outcome,
+            args.mpc.deployment_name(),
+            &job.settings(),
+            args.mpc.public_weights,
+        );
         let (want, plain_seconds) = plain_reference(
             &model,
             &sampler,

@@ -30,7 +30,7 @@ use serde::Serialize;
 use crate::cli_error::{CliError, CliResult};
 use crate::generate::{step_bar, Plan, Sampled};
 use crate::mpc_client::{run_client, ClientError, ClientOutcome, ReplayNoise};
-use crate::mpc_job::{OpRecord, SampleJob, SamplerSpec};
+use crate::mpc_job::{JobSettings, OpRecord, SampleJob, SamplerSpec};
 use crate::party::Job;
 
 #[derive(Args, Debug, Clone)]
@@ -109,6 +109,36 @@ impl MpcArgs {
             }
         }
         Methods::from_names(&names).map_err(|e| CliError::Usage(e.to_string()))
+    }
+
+    /// Where the parties are: `None` for `--local` (every role in this process), else the
+    /// deployment of `--parties`.
+    pub fn deployment(&self, local: bool) -> CliResult<Option<PartiesConfig>> {
+        let deployment = match (&self.parties, local) {
+            (Some(p), false) => {
+                Some(PartiesConfig::load(p).map_err(|e| CliError::Usage(e.to_string()))?)
+            }
+            (None, true) => None,
+            _ => {
+                return Err(CliError::Usage(
+                    "--mode mpc needs --local or --parties PARTIES_TOML".into(),
+                ))
+            }
+        };
+        if self.serve_weights && deployment.is_none() {
+            return Err(CliError::Usage(
+                "--serve-weights is for --parties (--local always runs the owner)".into(),
+            ));
+        }
+        Ok(deployment)
+    }
+
+    /// The report's name of the deployment: the parties.toml path, or "local".
+    pub fn deployment_name(&self) -> String {
+        match &self.parties {
+            Some(p) => p.display().to_string(),
+            None => "local".into(),
+        }
     }
 
     pub fn trunc(&self) -> CliResult<TruncMethod> {
@@ -200,7 +230,7 @@ fn merge(per_party: impl Iterator<Item = Vec<OpRecord>>) -> Vec<OpRecord> {
 pub fn summarize(
     outcome: &ClientOutcome,
     deployment: String,
-    job: &SampleJob,
+    job: &JobSettings<'_>,
     public_weights: bool,
 ) -> MpcReport {
     let r = &outcome.reports;
@@ -211,15 +241,15 @@ pub fn summarize(
         deployment,
         weights: if public_weights { "public" } else { "secret" }.into(),
         frac_bits: job.frac_bits,
-        truncation: job.truncation.clone(),
-        methods: Methods::from_names(&job.methods)
+        truncation: job.truncation.to_string(),
+        methods: Methods::from_names(job.methods)
             .map(|m| m.describe())
             .unwrap_or_default(),
         bytes_total,
         bytes_per_party,
         rounds: rounds_per_party.iter().copied().max().unwrap_or(0),
         rounds_per_party,
-        bytes_per_image: bytes_total as f64 / job.shape[0] as f64,
+        bytes_per_image: bytes_total as f64 / job.images as f64,
         bytes_client_to_parties: r.iter().map(|p| p.bytes_from_client).sum(),
         bytes_owner_to_parties: r.iter().map(|p| p.bytes_from_owner).sum(),
         seconds_setup: r.iter().map(|p| p.seconds_setup).fold(0.0, f64::max),
@@ -495,22 +525,7 @@ pub fn shutdown(cfg: &PartiesConfig) {
 pub fn run(plan: &mut Plan, mpc: &MpcArgs, local: bool) -> CliResult<(Sampled, MpcReport)> {
     let job = job_for(plan, mpc)?;
     crate::mpc_party::validate(&job).map_err(|e| CliError::Usage(e.to_string()))?;
-    let deployment = match (&mpc.parties, local) {
-        (Some(p), false) => {
-            Some(PartiesConfig::load(p).map_err(|e| CliError::Usage(e.to_string()))?)
-        }
-        (None, true) => None,
-        _ => {
-            return Err(CliError::Usage(
-                "--mode mpc needs --local or --parties PARTIES_TOML".into(),
-            ))
-        }
-    };
-    if mpc.serve_weights && deployment.is_none() {
-        return Err(CliError::Usage(
-            "--serve-weights is for --parties (--local always runs the owner)".into(),
-        ));
-    }
+    let deployment = mpc.deployment(local)?;
     let compare = if mpc.no_compare_plain {
         false
     } else {
@@ -545,11 +560,12 @@ pub fn run(plan: &mut Plan, mpc: &MpcArgs, local: bool) -> CliResult<(Sampled, M
     };
     bar.finish_and_clear();
     let outcome = outcome?;
-    let name = match &mpc.parties {
-        Some(p) => p.display().to_string(),
-        None => "local".into(),
-    };
-    let mut report = summarize(&outcome, name, &job, mpc.public_weights);
+    let mut report = summarize(
+        &outcome,
+        mpc.deployment_name(),
+        &job.settings(),
+        mpc.public_weights,
+    );
     if compare {
         let (want, secs) = plain_reference(
             &plan.model,

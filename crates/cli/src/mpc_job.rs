@@ -100,7 +100,25 @@ pub struct SampleJob {
     pub methods: MethodNames,
 }
 
+/// What a report states about either kind of sampling job.
+pub struct JobSettings<'a> {
+    pub frac_bits: u32,
+    pub truncation: &'a str,
+    pub methods: &'a MethodNames,
+    /// Images sampled.
+    pub images: usize,
+}
+
 impl SampleJob {
+    pub fn settings(&self) -> JobSettings<'_> {
+        JobSettings {
+            frac_bits: self.frac_bits,
+            truncation: &self.truncation,
+            methods: &self.methods,
+            images: self.shape[0],
+        }
+    }
+
     pub fn trunc(&self) -> Result<TruncMethod, String> {
         TruncMethod::parse(&self.truncation)
             .ok_or_else(|| format!("unknown truncation method {:?}", self.truncation))
@@ -216,6 +234,15 @@ pub struct TextSampleJob {
 }
 
 impl TextSampleJob {
+    pub fn settings(&self) -> JobSettings<'_> {
+        JobSettings {
+            frac_bits: self.frac_bits,
+            truncation: &self.truncation,
+            methods: &self.methods,
+            images: self.prompts,
+        }
+    }
+
     pub fn trunc(&self) -> Result<TruncMethod, String> {
         TruncMethod::parse(&self.truncation)
             .ok_or_else(|| format!("unknown truncation method {:?}", self.truncation))

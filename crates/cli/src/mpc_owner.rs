@@ -1,7 +1,8 @@
 //! The model owner: shares its weights with the three parties (`secdiff owner`), so that no
 //! single party (and not the client) ever sees them: a label-conditional U-Net
-//! ([`share_weights`]) or a text model's three parts ([`share_text_weights`]). Each parameter is encoded in fixed point
-//! and split into three replicated shares; party P_i receives components i and i+1. With
+//! ([`share_weights`]) or a text model's three parts ([`share_text_weights`]). Each parameter is
+//! encoded in fixed point and split into three replicated shares; party P_i receives components
+//! i and i+1. With
 //! `--public-weights` the owner instead sends the encoded weights in the clear (the variant in
 //! which only the client's data is private).
 

@@ -199,18 +199,6 @@ fn accept_owner(server: &PartyServer) -> Result<(RoleLink, String), SampleError>
     }
 }
 
-/// Parses the owner's header; an invalid one is reported to the owner.
-fn parse_header<H: serde::de::DeserializeOwned>(
-    owner: &RoleLink,
-    text: &str,
-) -> Result<H, SampleError> {
-    serde_json::from_str(text).map_err(|e| {
-        let m = format!("sent a header that is not valid ({e})");
-        owner.fail(&m);
-        SampleError::Owner(m)
-    })
-}
-
 /// Refuses the owner's weights: tells the owner why and returns the error.
 fn refuse(owner: &RoleLink, m: String) -> SampleError {
     owner.fail(&m);
@@ -257,35 +245,37 @@ fn receive_params(
     Ok(params)
 }
 
-/// Refuses an owner whose model (architecture and schedule) or fixed-point encoding differs from
-/// the client's job.
-fn check_owner_matches(
-    owner: &RoleLink,
-    same_model: bool,
-    owner_model: &str,
-    client_model: &str,
-    owner_bits: u32,
+/// Waits for the model owner and parses its header; refuses (telling the owner) an invalid
+/// header, or one whose model differs from the client's job or whose fixed-point encoding does.
+/// `describe` gives the header's (same model as the job's, model name, fractional bits).
+fn owner_header<H: serde::de::DeserializeOwned>(
+    server: &PartyServer,
+    job_model: &str,
     job_bits: u32,
-) -> Result<(), SampleError> {
-    if !same_model {
+    describe: impl FnOnce(&H) -> (bool, String, u32),
+) -> Result<(RoleLink, H), SampleError> {
+    let (owner, text) = accept_owner(server)?;
+    let header: H = serde_json::from_str(&text)
+        .map_err(|e| refuse(&owner, format!("sent a header that is not valid ({e})")))?;
+    let (same, model, bits) = describe(&header);
+    if !same {
         return Err(refuse(
-            owner,
+            &owner,
             format!(
-                "shares model `{owner_model}`, whose architecture or schedule differs from the \
-                 client's `{client_model}`"
+                "shares model `{model}`, whose architecture or schedule differs from the client's \
+                 `{job_model}`"
             ),
         ));
     }
-    if owner_bits != job_bits {
+    if bits != job_bits {
         return Err(refuse(
-            owner,
+            &owner,
             format!(
-                "encodes weights with {owner_bits} fractional bits, the client's job uses \
-                 {job_bits}"
+                "encodes weights with {bits} fractional bits, the client's job uses {job_bits}"
             ),
         ));
     }
-    Ok(())
+    Ok((owner, header))
 }
 
 /// Waits for the model owner and receives its weights for a U-Net job.
@@ -295,17 +285,10 @@ fn receive_weights(
     job: &SampleJob,
     bytes: &mut u64,
 ) -> Result<(SharedParams, RoleLink), SampleError> {
-    let (owner, text) = accept_owner(server)?;
-    let header: OwnerHeader = parse_header(&owner, &text)?;
-    let same = header.unet == job.unet && header.schedule == job.schedule;
-    check_owner_matches(
-        &owner,
-        same,
-        &header.model,
-        &job.model,
-        header.frac_bits,
-        job.frac_bits,
-    )?;
+    let (owner, header) = owner_header(server, &job.model, job.frac_bits, |h: &OwnerHeader| {
+        let same = h.unet == job.unet && h.schedule == job.schedule;
+        (same, h.model.clone(), h.frac_bits)
+    })?;
     let fp = FixedPoint::new(job.frac_bits);
     let received = receive_params(
         &owner,
@@ -555,17 +538,11 @@ fn receive_text_weights(
     job: &TextSampleJob,
     bytes: &mut u64,
 ) -> Result<(SdShares, RoleLink), SampleError> {
-    let (owner, text) = accept_owner(server)?;
-    let header: TextOwnerHeader = parse_header(&owner, &text)?;
-    let same = to_json(&header.config) == to_json(&job.config);
-    check_owner_matches(
-        &owner,
-        same,
-        &header.model,
-        &job.model,
-        header.frac_bits,
-        job.frac_bits,
-    )?;
+    let (owner, header) =
+        owner_header(server, &job.model, job.frac_bits, |h: &TextOwnerHeader| {
+            let same = to_json(&h.config) == to_json(&job.config);
+            (same, h.model.clone(), h.frac_bits)
+        })?;
     let fp = FixedPoint::new(job.frac_bits);
     let received = receive_params(&owner, header.params, false, party.id(), fp, bytes)?;
     let mut parts = [

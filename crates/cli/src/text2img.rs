@@ -15,7 +15,9 @@ use rand_distr::{Distribution, StandardNormal};
 use crate::cli_error::{CliError, CliResult};
 use crate::generate::{step_bar, GenerateArgs, Mode, SamplerKind, SpacingArg};
 use crate::mpc_client::run_text_client;
-use crate::mpc_generate::{run_deployment_roles, run_local_roles};
+use crate::mpc_generate::{
+    fidelity, print_table, run_deployment_roles, run_local_roles, seconds_sampling, summarize,
+};
 use crate::mpc_job::TextSampleJob;
 use crate::mpc_owner::share_text_weights;
 use crate::output;
@@ -43,7 +45,7 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
             args.model_name()
         )));
     }
-    // Where the parties are, in MPC mode: `None` in plain mode.
+    // Where the parties are, in MPC mode (`Some(None)`: every role in this process).
     let parties: Option<Option<PartiesConfig>> = match args.mode {
         Mode::Plain => {
             args.mpc.check_unused()?;
@@ -55,26 +57,12 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
                 args.model_name()
             )));
         }
-        Mode::Mpc if args.local() => {
-            if args.mpc.serve_weights || args.mpc.shutdown_parties {
-                return Err(CliError::Usage(
-                    "--serve-weights and --shutdown-parties are for --parties deployments".into(),
-                ));
-            }
-            Some(None)
+        Mode::Mpc if args.local() && args.mpc.shutdown_parties => {
+            return Err(CliError::Usage(
+                "--shutdown-parties is for --parties deployments".into(),
+            ));
         }
-        Mode::Mpc => match &args.mpc.parties {
-            Some(path) => Some(Some(
-                PartiesConfig::load(path).map_err(|e| CliError::Usage(e.to_string()))?,
-            )),
-            None => {
-                return Err(CliError::Usage(
-                    "--mode mpc needs --local (every role in this process) or --parties \
-                     PARTIES_TOML (a deployment)"
-                        .into(),
-                ))
-            }
-        },
+        Mode::Mpc => Some(args.mpc.deployment(args.local())?),
         #[cfg(feature = "he")]
         Mode::He => {
             return Err(CliError::Usage(format!(
@@ -84,7 +72,6 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
             )));
         }
     };
-    let private = parties.is_some();
     if !args.guidance.is_finite() {
         return Err(CliError::Usage(format!(
             "--guidance {} is not a number",
@@ -157,44 +144,18 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
             )?,
         };
         bar.finish_and_clear();
-        let got = outcome.x0;
-        let fidelity = if args.mpc.no_compare_plain {
-            None
-        } else {
+        let mut report = summarize(&outcome, args.mpc.deployment_name(), &job.settings(), false);
+        if !args.mpc.no_compare_plain {
+            let started = Instant::now();
             let want = pipe.sample(&Plain, &prompts, &noise, opts, |_| {})?;
-            Some(crate::mpc_generate::fidelity(&got, want.data()))
-        };
-        let bytes: u64 = outcome.reports.iter().map(|r| r.bytes).sum();
-        eprintln!(
-            "mpc: {steps} steps on shares in {:.1} s, {:.1} MB between the parties{}",
-            outcome.seconds,
-            bytes as f64 / 1e6,
-            match fidelity {
-                Some((max, psnr)) => format!(
-                    "; vs plaintext from the same noise: max abs diff {max:.2e}, PSNR {psnr:.1} dB"
-                ),
-                None => String::new(),
-            }
-        );
-        mpc_report = Some(serde_json::json!({
-            "deployment": match &args.mpc.parties {
-                Some(p) if deployment.is_some() => p.display().to_string(),
-                _ => "local".to_string(),
-            },
-            "weights": "secret-shared",
-            "frac_bits": job.frac_bits,
-            "truncation": job.truncation,
-            "methods": job.methods,
-            "seconds": outcome.seconds,
-            "bytes_between_parties": bytes,
-            "rounds": outcome.reports.iter().map(|r| r.rounds).max(),
-            "bytes_from_client": outcome.reports.iter().map(|r| r.bytes_from_client).sum::<u64>(),
-            "bytes_from_owner": outcome.reports.iter().map(|r| r.bytes_from_owner).sum::<u64>(),
-            "max_abs_diff_vs_plain": fidelity.map(|f| f.0),
-            "psnr_vs_plain": fidelity.map(|f| f.1),
-            "parties": outcome.reports,
-        }));
-        got.iter().map(|v| v.clamp(-1.0, 1.0)).collect()
+            let (max, psnr) = fidelity(&outcome.x0, want.data());
+            report.max_abs_diff_vs_plain = Some(max);
+            report.psnr_vs_plain = Some(psnr);
+            report.plain_seconds_sampling = Some(started.elapsed().as_secs_f64());
+        }
+        print_table(&report, seconds_sampling(&outcome), steps);
+        mpc_report = Some(report);
+        outcome.x0.iter().map(|v| v.clamp(-1.0, 1.0)).collect()
     } else {
         let x = pipe.sample(&Plain, &prompts, &noise, opts, |_| bar.inc(1))?;
         bar.finish_and_clear();
@@ -212,7 +173,7 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
     }
     if let Some(path) = &args.report {
         let report = serde_json::json!({
-            "mode": if private { "mpc" } else { "plain" },
+            "mode": if mpc_report.is_some() { "mpc" } else { "plain" },
             "mpc": mpc_report,
             "model": dir.display().to_string(),
             "prompt": prompt,

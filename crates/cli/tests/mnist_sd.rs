@@ -199,11 +199,8 @@ fn text_to_image_on_shares_from_the_cli() {
     assert_eq!(json["mode"], "mpc", "{json}");
     assert!(json["model"].as_str().unwrap().ends_with("mnist-sd"));
     let mpc = &json["mpc"];
-    assert_eq!(mpc["weights"], "secret-shared");
-    assert!(
-        mpc["bytes_between_parties"].as_u64().unwrap() > 100_000_000,
-        "{mpc}"
-    );
+    assert_eq!(mpc["weights"], "secret");
+    assert!(mpc["bytes_total"].as_u64().unwrap() > 100_000_000, "{mpc}");
     let diff = mpc["max_abs_diff_vs_plain"].as_f64().unwrap();
     assert!(diff < 0.05, "{diff}");
 }

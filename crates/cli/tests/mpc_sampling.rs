@@ -454,10 +454,13 @@ fn a_text_model_over_tcp_with_a_separate_owner() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let mpc = &json["mpc"];
-    assert_eq!(mpc["parties"].as_array().unwrap().len(), 3, "{mpc}");
+    assert_eq!(mpc["bytes_per_party"].as_array().unwrap().len(), 3, "{mpc}");
     // The client sent only the shares of its token rows and x_T (1 x 8 x 32 and 1 x 4 x 7 x 7
     // values, two components of 8 bytes to each party); the owner the shares of the weights.
-    assert_eq!(mpc["bytes_from_client"], 3 * 2 * 8 * (8 * 32 + 4 * 7 * 7));
+    assert_eq!(
+        mpc["bytes_client_to_parties"],
+        3 * 2 * 8 * (8 * 32 + 4 * 7 * 7)
+    );
     assert!(
         mpc["max_abs_diff_vs_plain"].as_f64().unwrap() < 0.05,
         "{mpc}"
