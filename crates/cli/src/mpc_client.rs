@@ -5,11 +5,11 @@
 use std::time::Instant;
 
 use diffusion::NoiseSource;
-use mpc::{deal, reconstruct, OutputShare};
+use mpc::{deal_values, reconstruct, OutputShare};
 use net::{Message, RoleLink, PARTIES};
 use nn::{Plain, PlainTensor};
 use rand08::SeedableRng;
-use ring::{FixedPoint, RingTensor};
+use ring::FixedPoint;
 
 use crate::mpc_job::{
     share_from_data, share_to_data, stacked, PartyEvent, PartyReport, SampleJob, TextSampleJob,
@@ -47,16 +47,11 @@ fn send_shared(
     fp: FixedPoint,
     rng: &mut rand08::rngs::StdRng,
 ) -> Result<(), ClientError> {
-    let encoded = fp
-        .encode_f32(values)
+    let shares = deal_values(&fp, shape, values, rng)
         .map_err(|e| ClientError::Protocol(format!("{name}: {e}")))?;
-    let x = RingTensor::new(shape, encoded).map_err(|e| ClientError::Protocol(e.to_string()))?;
-    for (p, share) in deal(&x, rng).into_iter().enumerate() {
-        let share = share
-            .into_share(p)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let (shape, data) = share_to_data(&share);
-        links[p].send_msg(&Message::shares(name, &shape, data)?)?;
+    for (link, share) in links.iter().zip(&shares) {
+        let (shape, data) = share_to_data(share);
+        link.send_msg(&Message::shares(name, &shape, data)?)?;
     }
     Ok(())
 }

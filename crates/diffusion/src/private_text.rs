@@ -10,11 +10,11 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use mpc::{deal, reconstruct, run_local, AShare, FixedConfig, MpcError, OutputShare, TruncMethod};
+use mpc::{deal_values, reconstruct, run_local, FixedConfig, MpcError, OutputShare, TruncMethod};
 use nn::sd::model_files::ModelFiles;
 use nn::{Methods, Mpc};
 use rand08::SeedableRng;
-use ring::{FixedPoint, RingTensor};
+use ring::FixedPoint;
 
 use crate::text_to_image::token_rows;
 use crate::{Error, Result, SampleOptions, TextToImage};
@@ -70,18 +70,10 @@ pub fn sample_on_shares_local(
     };
     // The model owner's shares, then the client's.
     let weights = nn::sd::deal_model_files(files, settings.frac_bits, &mut dealer)?;
-    let mut share = |shape: &[usize], values: &[f32]| -> Result<Vec<AShare>> {
-        let encoded = fp
-            .encode_f32(values)
-            .map_err(|e| Error::Inputs(e.to_string()))?;
-        let x = RingTensor::new(shape, encoded).map_err(|e| Error::Inputs(e.to_string()))?;
-        deal(&x, &mut dealer)
-            .into_iter()
-            .enumerate()
-            .map(|(p, m)| m.into_share(p).map_err(Error::from))
-            .collect()
-    };
     let (token_shape, rows) = token_rows(&files.tokenizer, c, prompts)?;
+    let mut share = |shape: &[usize], values: &[f32]| {
+        deal_values(&fp, shape, values, &mut dealer).map_err(|e| Error::Inputs(e.to_string()))
+    };
     let tokens = share(&token_shape, &rows)?;
     let x_t = share(&[n, lc, ls, ls], noise)?;
     let scaling = files.scaling_factor()?;

@@ -7,7 +7,7 @@
 
 use net::{PartyId, PARTIES};
 use rand::{Rng, RngCore};
-use ring::RingTensor;
+use ring::{FixedPoint, RingTensor};
 
 use crate::ashare::AShare;
 use crate::bshare::BShare;
@@ -43,6 +43,19 @@ const MAX_ELEMENTS: u64 = 1 << 32;
 
 fn expand(seed: &[u8; 16], n: usize) -> Vec<u64> {
     Prf::new(*seed).words(0, 0, n)
+}
+
+/// `values` of `shape`, encoded with `fp` and dealt: each party's share, expanded (a dealer
+/// that hands the parties their shares directly, in memory or as messages of whole shares).
+pub fn deal_values(
+    fp: &FixedPoint,
+    shape: &[usize],
+    values: &[f32],
+    rng: &mut impl RngCore,
+) -> Result<[AShare; PARTIES]> {
+    let x = RingTensor::new(shape, fp.encode_f32(values)?)?;
+    let [a, b, c] = deal(&x, rng);
+    Ok([a.into_share(0)?, b.into_share(1)?, c.into_share(2)?])
 }
 
 /// Share `x` for the three parties (owner side).

@@ -56,6 +56,6 @@ pub use ashare::AShare;
 pub use bshare::{from_planes, to_planes, words_for, BShare};
 pub use config::{FixedConfig, TruncMethod};
 pub use error::{MpcError, Result};
-pub use io::{deal, reconstruct, OutputShare, OwnerShare};
+pub use io::{deal, deal_values, reconstruct, OutputShare, OwnerShare};
 pub use party::{Ctx, Party};
 pub use runner::{run_local, run_with, SharedTransport, LOCAL_TIMEOUT};

@@ -3,9 +3,9 @@
 //! in fixed point and dealt into replicated shares, one [`SdShares`] per party. A party builds
 //! its models from its `SdShares` alone (`diffusion::TextToImage::from_sources`).
 
-use mpc::deal;
+use mpc::deal_values;
 use rand::RngCore;
-use ring::{FixedPoint, RingTensor};
+use ring::FixedPoint;
 
 use super::autoencoder_kl::{AutoencoderKL, VaeParts};
 use super::clip_text::ClipTextTransformer;
@@ -79,15 +79,9 @@ fn deal_one(
         SharedParams::new(),
     ];
     for (r, v) in records.iter().zip(&values) {
-        let encoded = fp
-            .encode_f32(v)
+        let shares = deal_values(fp, &r.shape, v, rng)
             .map_err(|e| Error::Config(format!("parameter `{}`: {e}", r.name)))?;
-        let x = RingTensor::new(&r.shape, encoded)
-            .map_err(|e| Error::Config(format!("parameter `{}`: {e}", r.name)))?;
-        for (p, owner_share) in deal(&x, rng).into_iter().enumerate() {
-            let s = owner_share
-                .into_share(p)
-                .map_err(|e| Error::Config(e.to_string()))?;
+        for (p, s) in shares.into_iter().enumerate() {
             params[p].insert(&r.name, MpcParam::Secret(s))?;
         }
     }
