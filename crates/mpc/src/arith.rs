@@ -85,7 +85,7 @@ use ring::{gemm, matmul_dims, RingTensor};
 use crate::ashare::AShare;
 use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
-use crate::fused::{self, Cut, Fresh, FreshCut, Parts, CHUNK};
+use crate::fused::{self, with_scratch, Cut, Fresh, FreshCut, Parts};
 use crate::party::{Ctx, Party};
 use crate::wire::{
     check_len, decode_words, pack_into, packed_len, push_le, split_frame, word_at, BitReader,
@@ -228,21 +228,26 @@ enum Input<'a> {
     SwappedHigh(&'a [u8]),
 }
 
-/// The d-bit PRF fields (`per` per element) of elements `start..start + len`, drawn from the
-/// key of relative component `comp`: words `start * per * d / 64..` of one stream, so that a
-/// chunk draws just its part (`start` is a multiple of 64).
-fn narrow_chunk(
+/// Words of the d-bit PRF fields (`per` per element) of `len` elements.
+fn narrow_words(len: usize, per: usize, d: u32) -> usize {
+    WordBits::words_for(per * len, d)
+}
+
+/// Draws the d-bit PRF fields (`per` per element) of elements `start..start + len` from the
+/// key of relative component `comp` into `buf` (`narrow_words` long): words
+/// `start * per * d / 64..` of one stream, so that a chunk draws just its part (`start` is a
+/// multiple of 64).
+fn narrow_chunk<'b>(
     cx: &Ctx<'_>,
     comp: usize,
     start: usize,
-    len: usize,
     per: usize,
     d: u32,
-) -> Vec<u64> {
-    let mut w = vec![0u64; WordBits::words_for(per * len, d)];
+    buf: &'b mut [u64],
+) -> WordBits<'b> {
     let off = start * per * d as usize / 64;
-    cx.prf_rel(comp).fill_at(cx.nonce, P_NARROW, off, &mut w);
-    w
+    cx.prf_rel(comp).fill_at(cx.nonce, P_NARROW, off, buf);
+    WordBits::new(buf, d)
 }
 
 /// Elements per message of R0's truncation output to R2: R0 sends each piece as soon as its
@@ -371,12 +376,10 @@ impl<'a> ZCut<'a> {
                             .zip(&a1[r])
                             .map(|(&p, &q)| p.wrapping_mul(p.wrapping_add(q.wrapping_mul(2)))),
                     ),
-                    Terms::Chunks(_, fill) => {
-                        let mut buf = [0u64; CHUNK];
-                        let buf = &mut buf[..c.len()];
+                    Terms::Chunks(_, fill) => with_scratch(c.len(), |buf| {
                         fill(start, buf);
                         c.init(buf.iter().copied())
-                    }
+                    }),
                     Terms::Ready(_) => unreachable!("a ready z is not fresh"),
                 }
             }
@@ -520,18 +523,23 @@ impl Party {
                 complete(start, b);
                 if robust {
                     let k = 64 - d;
-                    let w1 = narrow_chunk(cx, 1, start, len, 2, d);
-                    let w0 = narrow_chunk(cx, 0, start, len, 1, d);
-                    let (mut r1, mut r0) = (WordBits::new(&w1, d), WordBits::new(&w0, d));
-                    let mut masked_bits = vec![0u64; len];
-                    for ((x, dl), m) in b.iter_mut().zip(delta.iter_mut()).zip(&mut masked_bits) {
-                        let b = x.wrapping_add(offset);
-                        let (rho, z1, z0) = (r1.read(), r1.read(), r0.read());
-                        *m = (b >> 63).wrapping_sub(rho);
-                        *x = floor_shift(b, d).wrapping_sub(*dl).wrapping_add(z0 << k);
-                        *dl = dl.wrapping_add(z1 << k);
-                    }
-                    pack_into(mu.data, &masked_bits, d);
+                    let (n1, n0) = (narrow_words(len, 2, d), narrow_words(len, 1, d));
+                    with_scratch(n1 + n0 + len, |buf| {
+                        let (w1, rest) = buf.split_at_mut(n1);
+                        let (w0, masked_bits) = rest.split_at_mut(n0);
+                        let mut r1 = narrow_chunk(cx, 1, start, 2, d, w1);
+                        let mut r0 = narrow_chunk(cx, 0, start, 1, d, w0);
+                        for ((x, dl), m) in
+                            b.iter_mut().zip(delta.iter_mut()).zip(&mut *masked_bits)
+                        {
+                            let b = x.wrapping_add(offset);
+                            let (rho, z1, z0) = (r1.read(), r1.read(), r0.read());
+                            *m = (b >> 63).wrapping_sub(rho);
+                            *x = floor_shift(b, d).wrapping_sub(*dl).wrapping_add(z0 << k);
+                            *dl = dl.wrapping_add(z1 << k);
+                        }
+                        pack_into(mu.data, masked_bits, d);
+                    });
                 } else {
                     for (x, dl) in b.iter_mut().zip(delta.iter()) {
                         *x = floor_shift(x.wrapping_add(centre), d).wrapping_sub(*dl);
@@ -598,16 +606,18 @@ impl Party {
                     a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
                     return;
                 }
-                let w = narrow_chunk(cx, 1, start, len, 2, d);
-                let mut r = WordBits::new(&w, d);
-                let mut terms = vec![0u64; len];
-                for ((x, dl), t) in a.data.iter_mut().zip(delta.iter_mut()).zip(&mut terms) {
-                    let (rho, z1) = (r.read(), r.read());
-                    *t = (rho & (*x >> 63).wrapping_neg()).wrapping_sub(z1);
-                    *x = ceil_shift(*x, d).wrapping_sub(offset);
-                    *dl = dl.wrapping_add(z1 << k);
-                }
-                pack_into(y.data, &terms, d);
+                let words = narrow_words(len, 2, d);
+                with_scratch(words + len, |buf| {
+                    let (w, terms) = buf.split_at_mut(words);
+                    let mut r = narrow_chunk(cx, 1, start, 2, d, w);
+                    for ((x, dl), t) in a.data.iter_mut().zip(delta.iter_mut()).zip(&mut *terms) {
+                        let (rho, z1) = (r.read(), r.read());
+                        *t = (rho & (*x >> 63).wrapping_neg()).wrapping_sub(z1);
+                        *x = ceil_shift(*x, d).wrapping_sub(offset);
+                        *dl = dl.wrapping_add(z1 << k);
+                    }
+                    pack_into(y.data, terms, d);
+                });
             });
             c_r0 = fresh.into_vec();
         } else {
@@ -630,15 +640,17 @@ impl Party {
                         a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
                         return;
                     }
-                    let w = narrow_chunk(cx, 0, start, len, 1, d);
-                    let mut r = WordBits::new(&w, d);
-                    let mut mu = BitReader::new(&from0[1][at * d as usize / 8..], d, 0);
-                    let mut terms = vec![0u64; len];
-                    for (x, t) in a.data.iter_mut().zip(&mut terms) {
-                        *t = (mu.read() & (*x >> 63).wrapping_neg()).wrapping_sub(r.read());
-                        *x = ceil_shift(*x, d).wrapping_sub(offset);
-                    }
-                    pack_into(y.data, &terms, d);
+                    let words = narrow_words(len, 1, d);
+                    with_scratch(words + len, |buf| {
+                        let (w, terms) = buf.split_at_mut(words);
+                        let mut r = narrow_chunk(cx, 0, start, 1, d, w);
+                        let mut mu = BitReader::new(&from0[1][at * d as usize / 8..], d, 0);
+                        for (x, t) in a.data.iter_mut().zip(&mut *terms) {
+                            *t = (mu.read() & (*x >> 63).wrapping_neg()).wrapping_sub(r.read());
+                            *x = ceil_shift(*x, d).wrapping_sub(offset);
+                        }
+                        pack_into(y.data, terms, d);
+                    });
                 });
             }
             c_r0 = fresh.into_vec();

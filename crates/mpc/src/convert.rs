@@ -29,7 +29,7 @@ use crate::arith::Cost;
 use crate::ashare::AShare;
 use crate::bshare::{from_planes, BShare};
 use crate::error::{MpcError, Result};
-use crate::fused::{self, Cut, Fresh, CHUNK};
+use crate::fused::{self, Cut, Fresh};
 use crate::party::Party;
 use crate::wire::{check_words, decode_words, encode_words, push_le, word_at};
 
@@ -168,21 +168,22 @@ impl Party {
             let mut to_r1 = vec![0u8; 8 * n];
             let frames = (Cut::word_bytes(&mut to_r2), Cut::word_bytes(&mut to_r1));
             fused::run(n, frames, &|start, len, (u0_out, z_out)| {
-                let (mut rho, mut mu) = ([0u64; CHUNK], [0u64; CHUNK]);
-                let (rho, mu) = (&mut rho[..len], &mut mu[..len]);
-                key_rho.fill_at(nonce, P_RHO, start, rho);
-                key_mu.fill_at(nonce, P_MU, start, mu);
-                for (i, (r, m)) in rho.iter_mut().zip(mu.iter_mut()).enumerate() {
-                    let e = start + i;
-                    let u0 = (bit(b0, e) ^ bit(b1, e)).wrapping_sub(*r);
-                    let z0 = u0
-                        .wrapping_mul(x0[e].wrapping_add(x1[e]))
-                        .wrapping_add(r.wrapping_mul(x0[e]));
-                    *m = z0.wrapping_add(*m);
-                    *r = u0;
-                }
-                push_le(u0_out.data, rho);
-                push_le(z_out.data, mu);
+                fused::with_scratch(2 * len, |buf| {
+                    let (rho, mu) = buf.split_at_mut(len);
+                    key_rho.fill_at(nonce, P_RHO, start, rho);
+                    key_mu.fill_at(nonce, P_MU, start, mu);
+                    for (i, (r, m)) in rho.iter_mut().zip(mu.iter_mut()).enumerate() {
+                        let e = start + i;
+                        let u0 = (bit(b0, e) ^ bit(b1, e)).wrapping_sub(*r);
+                        let z0 = u0
+                            .wrapping_mul(x0[e].wrapping_add(x1[e]))
+                            .wrapping_add(r.wrapping_mul(x0[e]));
+                        *m = z0.wrapping_add(*m);
+                        *r = u0;
+                    }
+                    push_le(u0_out.data, rho);
+                    push_le(z_out.data, mu);
+                });
             });
             cx.send(2, to_r2)?;
             cx.send(1, to_r1)?;
@@ -216,27 +217,29 @@ impl Party {
         let mut to_other = vec![0u8; 8 * n];
         let parts = (mask.cut(), mine.cut(), Cut::word_bytes(&mut to_other));
         fused::run(n, parts, &|start, len, (mask, mine, out)| {
-            let mut big_t = [0u64; CHUNK];
-            let big_t = &mut big_t[..len];
-            key_pad.fill_at(nonce, pad_purpose, start, big_t);
-            for (i, v) in big_t.iter_mut().enumerate() {
-                let e = start + i;
-                let got = word_at(&from_r0, e);
-                let (z, wx) = if role == 1 {
-                    let s = xa[e].wrapping_add(xb[e]);
-                    (got.wrapping_add(v.wrapping_mul(s)), s)
-                } else {
-                    (got.wrapping_mul(xa[e]).wrapping_sub(*v), xb[e])
-                };
-                let we = bit(w, e);
-                *v = 1u64
-                    .wrapping_sub(we << 1)
-                    .wrapping_mul(z)
-                    .wrapping_add(we.wrapping_mul(wx));
-            }
-            let m = mask.init_prf(key_mask, nonce, mask_purpose, start);
-            let v = mine.init(big_t.iter().zip(m.iter()).map(|(a, m)| a.wrapping_sub(*m)));
-            push_le(out.data, v);
+            fused::with_scratch(2 * len, |buf| {
+                let (big_t, m) = buf.split_at_mut(len);
+                key_pad.fill_at(nonce, pad_purpose, start, big_t);
+                for (i, v) in big_t.iter_mut().enumerate() {
+                    let e = start + i;
+                    let got = word_at(&from_r0, e);
+                    let (z, wx) = if role == 1 {
+                        let s = xa[e].wrapping_add(xb[e]);
+                        (got.wrapping_add(v.wrapping_mul(s)), s)
+                    } else {
+                        (got.wrapping_mul(xa[e]).wrapping_sub(*v), xb[e])
+                    };
+                    let we = bit(w, e);
+                    *v = 1u64
+                        .wrapping_sub(we << 1)
+                        .wrapping_mul(z)
+                        .wrapping_add(we.wrapping_mul(wx));
+                }
+                key_mask.fill_at(nonce, mask_purpose, start, m);
+                let m = mask.init(m.iter().copied());
+                let v = mine.init(big_t.iter().zip(m.iter()).map(|(a, m)| a.wrapping_sub(*m)));
+                push_le(out.data, v);
+            });
         });
         cx.send(other, to_other)?;
         let theirs = cx.recv(other)?;

@@ -21,7 +21,7 @@ use super::NonlinearError;
 use crate::arith::Terms;
 use crate::bshare::{from_planes, to_planes, BShare};
 use crate::config::TruncMethod;
-use crate::fused::{self, Fresh, CHUNK};
+use crate::fused::{self, Fresh};
 use crate::wire::{pack_bits, unpack_bits};
 use crate::{AShare, MpcError, Party};
 
@@ -210,10 +210,10 @@ impl<'a, R: Fn(f64) -> u64 + Sync> JobTerms<'a, R> {
     fn collect(&self) -> Vec<u64> {
         let mut z = Fresh::new(self.n);
         fused::run(self.n, z.cut(), &|start, len, c| {
-            let mut buf = [0u64; CHUNK];
-            let buf = &mut buf[..len];
-            self.fill(start, buf);
-            c.init(buf.iter().copied());
+            fused::with_scratch(len, |buf| {
+                self.fill(start, buf);
+                c.init(buf.iter().copied());
+            });
         });
         z.into_vec()
     }
