@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use diffusion::{SampleOptions, TextToImage};
+use diffusion::{sdu_targets, SampleOptions, Sdu, SduTargets, TextToImage};
 use indicatif::{ProgressBar, ProgressStyle};
 use nn::approx::{Approx, ApproxTensor};
 use nn::sd::mnist::{Digits, SIDE};
@@ -63,6 +63,32 @@ pub struct EvalArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub sdu: SduArgs,
+}
+
+/// PIDM's score distillation from unconditional generation (`diffusion::sdu`).
+#[derive(Args, Debug, Clone)]
+pub struct SduArgs {
+    /// Correct each conditional step towards an unconditional trajectory with more steps, run
+    /// in the clear from the same x_T (PIDM's SDU).
+    #[arg(long)]
+    pub sdu: bool,
+    /// SDU's learning rate.
+    #[arg(long, default_value_t = 0.02, requires = "sdu")]
+    pub sdu_eta: f32,
+    /// Unconditional steps per conditional step (5: 50 for 10, as in the paper).
+    #[arg(long, default_value_t = 5, requires = "sdu")]
+    pub sdu_refine: usize,
+}
+
+impl SduArgs {
+    pub fn get(&self) -> Option<Sdu> {
+        self.sdu.then_some(Sdu {
+            eta: self.sdu_eta,
+            refine: self.sdu_refine,
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -72,6 +98,8 @@ pub struct EvalReport {
     pub samples: usize,
     pub steps: usize,
     pub guidance: f32,
+    /// SDU's learning rate and refinement, if it was on.
+    pub sdu: Option<(f32, usize)>,
     pub seed: u64,
     /// Fraction of samples the classifier labels as the requested digit.
     pub accuracy: f64,
@@ -157,6 +185,15 @@ fn generate<B: Backend>(
     args: &EvalArgs,
 ) -> Result<(Vec<f32>, Vec<usize>), Box<dyn std::error::Error>> {
     let pipe = TextToImage::new(b, files, make)?;
+    let sdu = args.sdu.get();
+    // SDU's unconditional trajectories run in the clear, on the f32 model.
+    let plain_pipe = match sdu {
+        Some(sdu) => {
+            sdu.check()?;
+            Some(TextToImage::new(&Plain, files, plain_param)?)
+        }
+        None => None,
+    };
     let c = &files.config;
     let per = c.vae.latent_channels * c.latent_size() * c.latent_size();
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
@@ -181,7 +218,18 @@ fn generate<B: Backend>(
         let noise: Vec<f32> = (0..n * per)
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();
-        let x = pipe.sample(b, &prompts, &noise, opts, |_| bar.inc(n as u64))?;
+        let x = match (sdu, &plain_pipe) {
+            (Some(sdu), Some(plain)) => {
+                let shape = [n, c.vae.latent_channels, c.latent_size(), c.latent_size()];
+                let x_t = PlainTensor::new(&shape, noise.clone())?;
+                let targets = sdu_targets(plain, &x_t, args.steps, sdu, |_, _| {})?;
+                let targets = SduTargets::public(b, sdu.eta, &targets)?;
+                let tokens = pipe.tokens(b, &prompts)?;
+                let x_t = b.public(&shape, &noise)?;
+                pipe.sample_from(b, &tokens, x_t, opts, Some(&targets), |_| bar.inc(n as u64))?
+            }
+            _ => pipe.sample(b, &prompts, &noise, opts, |_| bar.inc(n as u64))?,
+        };
         images.extend(reveal(&x).into_iter().map(|v| v.clamp(-1.0, 1.0)));
         digits.extend((start_i..start_i + n).map(|i| i % 10));
     }
@@ -258,6 +306,7 @@ pub fn run(args: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
         samples: args.samples,
         steps: args.steps,
         guidance: args.guidance,
+        sdu: args.sdu.get().map(|s| (s.eta, s.refine)),
         seed: args.seed,
         accuracy: correct as f64 / args.samples as f64,
         per_digit_accuracy: per_digit
@@ -276,11 +325,15 @@ pub fn run(args: EvalArgs) -> Result<(), Box<dyn std::error::Error>> {
         seconds: start.elapsed().as_secs_f64(),
     };
     println!(
-        "{}: {} samples, {} DDIM steps, guidance {}: accuracy {:.1}%, FID {:.3} (floor {:.3}); \
+        "{}: {} samples, {} DDIM steps{}, guidance {}: accuracy {:.1}%, FID {:.3} (floor {:.3}); \
          classifier {:.2}% on held-out digits; grids in {}",
         report.model,
         report.samples,
         report.steps,
+        report
+            .sdu
+            .map(|(eta, m)| format!(" + SDU (eta {eta}, {m} unconditional steps per step)"))
+            .unwrap_or_default(),
         report.guidance,
         100.0 * report.accuracy,
         report.fid,

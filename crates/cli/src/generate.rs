@@ -97,6 +97,8 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f32,
     #[command(flatten)]
+    pub sdu: crate::eval::SduArgs,
+    #[command(flatten)]
     pub mpc: Box<crate::mpc_generate::MpcArgs>,
 }
 
@@ -357,6 +359,13 @@ pub struct Sampled {
 pub fn run(args: GenerateArgs) -> CliResult<()> {
     if args.prompt.is_some() || crate::text2img::is_text_model(args.model_name()) {
         return crate::text2img::run(&args);
+    }
+    if args.sdu.sdu {
+        return Err(CliError::Usage(format!(
+            "--sdu (PIDM's score distillation) is for text-to-image models such as mnist-sd; \
+             {} is not one",
+            args.model_name()
+        )));
     }
     let started = Instant::now();
     let mut plan = Plan::new(&args)?;

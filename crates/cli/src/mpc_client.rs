@@ -89,21 +89,33 @@ pub fn run_client(
 }
 
 /// The client's side of a text-to-image job: `tokens` are the prompts' one-hot token rows
-/// (`job.token_shape()`), `x_t` the initial latents (`job.latent_shape()`); returns the image.
+/// (`job.token_shape()`), `x_t` the initial latents (`job.latent_shape()`), `sdu` the SDU
+/// targets when the job has them (`job.sdu_shape()`); returns the image.
 pub fn run_text_client(
     links: &[RoleLink; PARTIES],
     job: &TextSampleJob,
     tokens: &[f32],
     x_t: &[f32],
+    sdu: Option<&[f32]>,
     on_step: impl FnMut(usize, usize),
 ) -> Result<ClientOutcome, ClientError> {
+    let mut inputs = vec![
+        ("tokens", job.token_shape().to_vec(), tokens.to_vec()),
+        ("x_T", job.latent_shape().to_vec(), x_t.to_vec()),
+    ];
+    match (job.sdu_eta, sdu) {
+        (Some(_), Some(targets)) => inputs.push(("sdu", job.sdu_shape(), targets.to_vec())),
+        (None, None) => {}
+        _ => {
+            return Err(ClientError::Protocol(
+                "SDU targets go with a job that has an SDU learning rate, and only then".into(),
+            ))
+        }
+    }
     let session = Session {
         job: Job::TextSample(Box::new(job.clone())),
         frac_bits: job.frac_bits,
-        inputs: vec![
-            ("tokens", job.token_shape().to_vec(), tokens.to_vec()),
-            ("x_T", job.latent_shape().to_vec(), x_t.to_vec()),
-        ],
+        inputs,
         output_shape: job.image_shape().to_vec(),
     };
     // Deterministic DDIM: the parties never ask for step noise.

@@ -231,9 +231,20 @@ pub struct TextSampleJob {
     /// "fast" or "robust".
     pub truncation: String,
     pub methods: MethodNames,
+    /// PIDM's score distillation (`diffusion::sdu`): its learning rate, when the client shares
+    /// one target per step (input "sdu", shape (steps, N, C, h, w)) after x_T.
+    #[serde(default)]
+    pub sdu_eta: Option<f32>,
 }
 
 impl TextSampleJob {
+    /// The shape of the SDU targets' input: one latent per step.
+    pub fn sdu_shape(&self) -> Vec<usize> {
+        let mut shape = vec![self.steps];
+        shape.extend(self.latent_shape());
+        shape
+    }
+
     pub fn settings(&self) -> JobSettings<'_> {
         JobSettings {
             frac_bits: self.frac_bits,

@@ -15,13 +15,13 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use diffusion::{NoiseSource, SampleOptions, TextToImage};
+use diffusion::{NoiseSource, SampleOptions, SduTargets, TextToImage};
 use mpc::{AShare, FixedConfig, Party};
 use net::{CostRecord, Message, PartyServer, Peer, RoleLink};
 use nn::mpc::{Methods, SharedParams};
 use nn::sd::SdShares;
 use nn::unet::UNet;
-use nn::{Mpc, MpcParam};
+use nn::{Backend, Mpc, MpcParam};
 use ring::{FixedPoint, RingTensor};
 
 use crate::mpc_job::{
@@ -528,6 +528,13 @@ pub fn validate_text(job: &TextSampleJob) -> Result<(), SampleError> {
     diffusion::sd_ddim(job.steps)
         .timesteps(&schedule)
         .map_err(|e| SampleError::Job(e.to_string()))?;
+    if let Some(eta) = job.sdu_eta {
+        if !(eta.is_finite() && eta >= 0.0) {
+            return bad(format!(
+                "SDU learning rate {eta}: not a non-negative number"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -592,6 +599,16 @@ fn serve_text_sample(
     let mut from_client = 0u64;
     let tokens = recv_share(client, id, "tokens", &job.token_shape(), &mut from_client)?;
     let x_t = recv_share(client, id, "x_T", &job.latent_shape(), &mut from_client)?;
+    let sdu_targets = match job.sdu_eta {
+        Some(_) => Some(recv_share(
+            client,
+            id,
+            "sdu",
+            &job.sdu_shape(),
+            &mut from_client,
+        )?),
+        None => None,
+    };
     let mut from_owner = 0u64;
     let (mut shares, owner) = receive_text_weights(party, server, job, &mut from_owner)?;
     let methods = Methods::from_names(&job.methods).map_err(|e| SampleError::Job(e.to_string()))?;
@@ -626,7 +643,19 @@ fn serve_text_sample(
         steps: job.steps,
         guidance: job.guidance,
     };
-    let x0 = pipe.sample_from(&b, &tokens, x_t, opts, |i| {
+    // One target per step: the client's stacked shares, cut along the step axis (local).
+    let sdu = match (job.sdu_eta, &sdu_targets) {
+        (Some(eta), Some(all)) => {
+            let latent = job.latent_shape();
+            let eps = (0..job.steps)
+                .map(|k| b.reshape(&b.narrow(all, 0, k, 1)?, &latent))
+                .collect::<nn::Result<Vec<_>>>()
+                .map_err(|e| SampleError::Job(format!("sdu: {e}")))?;
+            Some(SduTargets { eta, eps })
+        }
+        _ => None,
+    };
+    let x0 = pipe.sample_from(&b, &tokens, x_t, opts, sdu.as_ref(), |i| {
         // A failed send shows up as an error at the next receive.
         let _ = client.send_msg(&Message::Control(to_json(&PartyEvent::Step {
             step: i + 1,

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use diffusion::{token_rows, SampleOptions, TextToImage};
+use diffusion::{sdu_targets, token_rows, SampleOptions, SduTargets, TextToImage};
 use net::{PartiesConfig, RoleLink, PARTIES};
 use nn::sd::model_files::{is_text_to_image, ModelFiles};
 use nn::{Plain, PlainTensor};
@@ -44,6 +44,20 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
              --eta, --spacing or --no-clip (for those, use --model cipherdm-mnist)",
             args.model_name()
         )));
+    }
+    let sdu = args.sdu.get();
+    if let Some(sdu) = sdu {
+        sdu.check()?;
+        // The unconditional trajectory runs in the clear from the client's x_T: only a client
+        // that holds the weights can run it.
+        if matches!(args.mode, Mode::Mpc) && !args.local() && !args.mpc.serve_weights {
+            return Err(CliError::Usage(
+                "--sdu runs the unconditional trajectory in the clear at the client, which needs \
+                 the model's weights: with --parties, the client must be the model owner \
+                 (--serve-weights)"
+                    .into(),
+            ));
+        }
     }
     // Where the parties are, in MPC mode (`Some(None)`: every role in this process).
     let parties: Option<Option<PartiesConfig>> = match args.mode {
@@ -108,6 +122,31 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
         args.guidance
     };
     let opts = SampleOptions { steps, guidance };
+    // SDU's targets (the client's plaintext work), flattened step by step.
+    let targets = match sdu {
+        Some(sdu) => {
+            let x_t = PlainTensor::new(&[n, lc, ls, ls], noise.clone())?;
+            let bar = step_bar(steps * sdu.refine);
+            bar.set_prefix("sdu");
+            let targets = sdu_targets(&pipe, &x_t, steps, sdu, |i, total| {
+                bar.set_length(total as u64);
+                bar.set_position(i as u64)
+            })?;
+            bar.finish_and_clear();
+            Some((sdu.eta, targets))
+        }
+        None => None,
+    };
+    let plain_sample = |on_step: &dyn Fn(usize)| -> CliResult<PlainTensor> {
+        let b = &Plain;
+        let tokens = pipe.tokens(b, &prompts)?;
+        let x_t = PlainTensor::new(&[n, lc, ls, ls], noise.clone())?;
+        let sdu = match &targets {
+            Some((eta, t)) => Some(SduTargets::public(b, *eta, t)?),
+            None => None,
+        };
+        Ok(pipe.sample_from(b, &tokens, x_t, opts, sdu.as_ref(), on_step)?)
+    };
     let mut mpc_report = None;
     let x0: Vec<f32> = if let Some(deployment) = parties {
         let methods = args.mpc.methods(args.model_name())?;
@@ -122,10 +161,14 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
             frac_bits: args.mpc.frac_bits,
             truncation: args.mpc.trunc()?.name().to_string(),
             methods: methods.names(),
+            sdu_eta: targets.as_ref().map(|(eta, _)| *eta),
         };
         let (_, rows) = token_rows(&files.tokenizer, c, &prompts)?;
+        let stacked: Option<Vec<f32>> = targets
+            .as_ref()
+            .map(|(_, t)| t.iter().flat_map(|e| e.data().iter().copied()).collect());
         let client = |links: &[RoleLink; PARTIES]| {
-            run_text_client(links, &job, &rows, &noise, |step, _| {
+            run_text_client(links, &job, &rows, &noise, stacked.as_deref(), |step, _| {
                 bar.set_position(step as u64)
             })
         };
@@ -147,7 +190,7 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
         let mut report = summarize(&outcome, args.mpc.deployment_name(), &job.settings(), false);
         if !args.mpc.no_compare_plain {
             let started = Instant::now();
-            let want = pipe.sample(&Plain, &prompts, &noise, opts, |_| {})?;
+            let want = plain_sample(&|_| {})?;
             let (max, psnr) = fidelity(&outcome.x0, want.data());
             report.max_abs_diff_vs_plain = Some(max);
             report.psnr_vs_plain = Some(psnr);
@@ -157,7 +200,7 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
         mpc_report = Some(report);
         outcome.x0.iter().map(|v| v.clamp(-1.0, 1.0)).collect()
     } else {
-        let x = pipe.sample(&Plain, &prompts, &noise, opts, |_| bar.inc(1))?;
+        let x = plain_sample(&|_| bar.inc(1))?;
         bar.finish_and_clear();
         x.data().iter().map(|v| v.clamp(-1.0, 1.0)).collect()
     };
@@ -180,6 +223,7 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
             "tokens": files.tokenizer.encode(&prompt),
             "guidance": guidance,
             "steps": steps,
+            "sdu": sdu.map(|s| serde_json::json!({"eta": s.eta, "refine": s.refine})),
             "images": n,
             "seed": args.seed,
             "seconds": started.elapsed().as_secs_f64(),

@@ -122,7 +122,7 @@ fn eval_reports_accuracy_fid_and_floor_in_both_modes() {
 
 #[test]
 fn bad_arguments_are_named() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["eval", "--model", "no-such-model"], "no-such-model"),
         (
             &["eval", "--samples", "0"],
@@ -155,6 +155,41 @@ fn bad_arguments_are_named() {
                 "--public-weights",
             ],
             "--public-weights",
+        ),
+        (
+            &[
+                "generate",
+                "--model",
+                "cipherdm-mnist",
+                "--labels",
+                "3",
+                "--sdu",
+            ],
+            "for text-to-image models",
+        ),
+        (
+            &[
+                "generate",
+                "--prompt",
+                "seven",
+                "--mode",
+                "mpc",
+                "--parties",
+                "p.toml",
+                "--sdu",
+            ],
+            "--serve-weights",
+        ),
+        (
+            &[
+                "generate",
+                "--prompt",
+                "seven",
+                "--sdu",
+                "--sdu-refine",
+                "0",
+            ],
+            "at least one unconditional step",
         ),
     ];
     for (args, needle) in cases {
@@ -201,6 +236,83 @@ fn text_to_image_on_shares_from_the_cli() {
     let mpc = &json["mpc"];
     assert_eq!(mpc["weights"], "secret");
     assert!(mpc["bytes_total"].as_u64().unwrap() > 100_000_000, "{mpc}");
+    let diff = mpc["max_abs_diff_vs_plain"].as_f64().unwrap();
+    assert!(diff < 0.05, "{diff}");
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// PIDM's score distillation from the CLI: in the clear it changes the image (and a zero
+/// learning rate does not); on shares (`--local`: this process is the client and holds the
+/// weights) the client shares one target per step and the parties' image stays close to the
+/// plaintext pipeline's with the same targets.
+#[test]
+fn score_distillation_in_the_clear_and_on_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = |extra: &[&str], name: &str| {
+        let raw = dir.path().join(name);
+        let mut args = vec![
+            "generate",
+            "--prompt",
+            "a handwritten 5",
+            "--steps",
+            "4",
+            "--seed",
+            "3",
+            "--raw-out",
+            raw.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = secdiff(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        read_x0(&raw).1
+    };
+    let max_diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    let without = plain(&[], "a.safetensors");
+    let with = plain(&["--sdu"], "b.safetensors");
+    let zero = plain(&["--sdu", "--sdu-eta", "0"], "c.safetensors");
+    assert!(max_diff(&without, &with) > 1e-2);
+    assert!(max_diff(&without, &zero) < 1e-6);
+
+    let (raw, path) = (dir.path().join("m.safetensors"), dir.path().join("r.json"));
+    let out = secdiff(&[
+        "generate",
+        "--mode",
+        "mpc",
+        "--local",
+        "--prompt",
+        "a handwritten 3",
+        "--steps",
+        "2",
+        "--sdu",
+        "--raw-out",
+        raw.to_str().unwrap(),
+        "--report",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json = report(&path);
+    assert_eq!(json["sdu"]["refine"], 5, "{json}");
+    let mpc = &json["mpc"];
+    // The client shares the token rows, x_T and one target per step: each party gets its two
+    // components of every value, 16 bytes.
+    let files = nn::sd::model_files::ModelFiles::load(&repo().join("models/mnist-sd")).unwrap();
+    let c = &files.config;
+    let latent = c.vae.latent_channels * c.latent_size() * c.latent_size();
+    let tokens = files.tokenizer.max_len() * c.text_encoder.vocab_size;
+    let shared = tokens + latent + 2 * latent;
+    assert_eq!(
+        mpc["bytes_client_to_parties"].as_u64().unwrap(),
+        48 * shared as u64,
+        "{mpc}"
+    );
     let diff = mpc["max_abs_diff_vs_plain"].as_f64().unwrap();
     assert!(diff < 0.05, "{diff}");
 }

@@ -13,6 +13,7 @@ mod noise;
 mod private_text;
 mod sampler;
 mod schedule;
+mod sdu;
 mod text_to_image;
 
 pub use error::{Error, Result};
@@ -21,4 +22,5 @@ pub use noise::{NoiseSource, SeededNoise, TensorNoise};
 pub use private_text::{sample_on_shares_local, PrivateSample, ShareSettings};
 pub use sampler::{DdimConfig, Sampler, Spacing, StepInfo};
 pub use schedule::{BetaSchedule, Schedule};
+pub use sdu::{refined_timesteps, reverse_ddim, sdu_targets, sdu_weight, Sdu, SduTargets};
 pub use text_to_image::{guided, schedule_of, sd_ddim, token_rows, SampleOptions, TextToImage};

@@ -109,7 +109,7 @@ pub fn sample_on_shares_local(
             .map_err(err)?;
             let before = party.meter().total();
             let x0 = pipe
-                .sample_from(&b, &tokens, x_t, opts, |i| {
+                .sample_from(&b, &tokens, x_t, opts, None, |i| {
                     if id == 0 {
                         on_step(i)
                     }

@@ -17,7 +17,7 @@ use nn::sd::{
 };
 use nn::{Backend, ParamSource};
 
-use crate::{DdimConfig, Error, Result, Sampler, Schedule, SeededNoise, Spacing};
+use crate::{DdimConfig, Error, Result, Sampler, Schedule, SduTargets, SeededNoise, Spacing};
 
 pub struct TextToImage<B: Backend> {
     pub config: StableDiffusionConfig,
@@ -63,19 +63,30 @@ pub fn guided<'a, B: Backend>(
     uncond: Option<&'a B::Tensor>,
     guidance: f32,
 ) -> impl FnMut(&B::Tensor, usize) -> nn::Result<B::Tensor> + 'a {
-    move |x, t| {
-        let n = b.shape(x)[0];
-        match uncond {
-            Some(u) if guidance != 1.0 => {
-                let xx = b.concat(&[x, x], 0)?;
-                let ctx = b.concat(&[u, cond], 0)?;
-                let eps = unet.forward(b, &xx, &vec![t as f32; 2 * n], &ctx)?;
-                let eu = b.narrow(&eps, 0, 0, n)?;
-                let ec = b.narrow(&eps, 0, n, n)?;
-                b.add(&eu, &b.scale(&b.sub(&ec, &eu)?, guidance)?)
-            }
-            _ => unet.forward(b, x, &vec![t as f32; n], cond),
+    move |x, t| Ok(guided_parts(b, unet, (cond, uncond, guidance), x, t)?.0)
+}
+
+/// The guided prediction at (x, t) and, when guidance mixed in an unconditional branch, the
+/// conditional branch's own prediction (SDU's correction needs it).
+fn guided_parts<B: Backend>(
+    b: &B,
+    unet: &UNet2DConditionModel<B>,
+    (cond, uncond, guidance): (&B::Tensor, Option<&B::Tensor>, f32),
+    x: &B::Tensor,
+    t: usize,
+) -> nn::Result<(B::Tensor, Option<B::Tensor>)> {
+    let n = b.shape(x)[0];
+    match uncond {
+        Some(u) if guidance != 1.0 => {
+            let xx = b.concat(&[x, x], 0)?;
+            let ctx = b.concat(&[u, cond], 0)?;
+            let eps = unet.forward(b, &xx, &vec![t as f32; 2 * n], &ctx)?;
+            let eu = b.narrow(&eps, 0, 0, n)?;
+            let ec = b.narrow(&eps, 0, n, n)?;
+            let mixed = b.add(&eu, &b.scale(&b.sub(&ec, &eu)?, guidance)?)?;
+            Ok((mixed, Some(ec)))
         }
+        _ => Ok((unet.forward(b, x, &vec![t as f32; n], cond)?, None)),
     }
 }
 
@@ -178,7 +189,7 @@ impl<B: Backend> TextToImage<B> {
             )));
         }
         let x_t = b.public(&[n, c, s, s], noise)?;
-        self.sample_from(b, &self.tokens(b, prompts)?, x_t, opts, on_step)
+        self.sample_from(b, &self.tokens(b, prompts)?, x_t, opts, None, on_step)
     }
 
     /// [`TextToImage::sample`] on inputs that are already the backend's tensors: the prompts'
@@ -186,12 +197,17 @@ impl<B: Backend> TextToImage<B> {
     /// client's secret shares, so the parties run the text encoder, every guided U-Net step and
     /// the VAE decoder without seeing the prompt, the noise or the image (PIDM's setting); the
     /// unconditional branch's empty prompt is public.
+    ///
+    /// With `sdu`, every step's prediction is corrected towards its target (PIDM's score
+    /// distillation, `crate::sdu`): one target per step, of x_T's shape (on `Mpc`, the client's
+    /// shares: they depend on x_T).
     pub fn sample_from(
         &self,
         b: &B,
         tokens: &B::Tensor,
         x_t: B::Tensor,
         opts: SampleOptions,
+        sdu: Option<&SduTargets<B>>,
         mut on_step: impl FnMut(usize),
     ) -> Result<B::Tensor> {
         let (c, s) = (self.config.vae.latent_channels, self.config.latent_size());
@@ -209,8 +225,11 @@ impl<B: Backend> TextToImage<B> {
             )));
         }
         let sampler = sd_ddim(opts.steps);
-        // Check the step count before the text encoder runs.
+        // Check the step count and the SDU targets before the text encoder runs.
         sampler.timesteps(&self.schedule)?;
+        if let Some(targets) = sdu {
+            targets.check(b, opts.steps, &[n, c, s, s])?;
+        }
         let cond = self.text_encoder.forward(b, tokens)?;
         let uncond = if opts.guidance != 1.0 {
             let empty = vec![String::new(); n];
@@ -218,7 +237,23 @@ impl<B: Backend> TextToImage<B> {
         } else {
             None
         };
-        let denoise = guided(b, &self.unet, &cond, uncond.as_ref(), opts.guidance);
+        let guide = (&cond, uncond.as_ref(), opts.guidance);
+        let mut step = 0;
+        let denoise = |x: &B::Tensor, t: usize| -> nn::Result<B::Tensor> {
+            let (mixed, cond_only) = guided_parts(b, &self.unet, guide, x, t)?;
+            let Some(targets) = sdu else {
+                return Ok(mixed);
+            };
+            let k = step;
+            step += 1;
+            let eps_cond = cond_only.as_ref().unwrap_or(&mixed);
+            targets
+                .correct(b, &self.schedule, (k, t), &mixed, eps_cond)
+                .map_err(|e| match e {
+                    Error::Model(e) => e,
+                    other => nn::Error::shape("sdu", other),
+                })
+        };
         // Deterministic DDIM (eta = 0) never draws step noise.
         let mut no_noise = SeededNoise::new(0);
         let x = sampler.sample(b, &self.schedule, x_t, denoise, &mut no_noise, |step| {
