@@ -55,7 +55,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         frac_bits: 18,
         seed: None,
     };
-    let run = sample_on_shares_local(&files, &prompts, &noise, opts, settings, |i| {
+    let run = sample_on_shares_local(&files, &prompts, &noise, opts, settings, None, |i| {
         eprint!("\rMPC step {}/{steps}", i + 1)
     })?;
     let got = run.images;

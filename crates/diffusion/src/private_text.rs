@@ -12,12 +12,12 @@ use std::time::Instant;
 
 use mpc::{deal_values, reconstruct, run_local, FixedConfig, MpcError, OutputShare, TruncMethod};
 use nn::sd::model_files::ModelFiles;
-use nn::{Methods, Mpc};
+use nn::{Methods, Mpc, Plain, PlainTensor};
 use rand08::SeedableRng;
 use ring::FixedPoint;
 
 use crate::text_to_image::token_rows;
-use crate::{Error, Result, SampleOptions, TextToImage};
+use crate::{sdu_targets, Error, Result, SampleOptions, Sdu, SduTargets, TextToImage};
 
 /// The MPC settings of a run.
 #[derive(Clone, Copy, Debug)]
@@ -45,13 +45,15 @@ pub struct PrivateSample {
 }
 
 /// Samples `prompts` from `noise` (N * C * h * w values of x_T) on shares; `on_step(i)` after
-/// step i (0-based), called by party 0.
+/// step i (0-based), called by party 0. With `sdu`, the client first runs the unconditional
+/// trajectory in the clear (it holds the weights here) and deals its targets with x_T.
 pub fn sample_on_shares_local(
     files: &ModelFiles,
     prompts: &[String],
     noise: &[f32],
     opts: SampleOptions,
     settings: ShareSettings,
+    sdu: Option<Sdu>,
     on_step: impl Fn(usize) + Sync,
 ) -> Result<PrivateSample> {
     let c = &files.config;
@@ -76,10 +78,21 @@ pub fn sample_on_shares_local(
     };
     let tokens = share(&token_shape, &rows)?;
     let x_t = share(&[n, lc, ls, ls], noise)?;
+    // Per step, the three parties' shares of its target; then per party, its targets.
+    let mut targets: Vec<Vec<_>> = vec![Vec::new(); 3];
+    if let Some(sdu) = sdu {
+        let plain = TextToImage::new(&Plain, files, |_, s, d| PlainTensor::new(s, d))?;
+        let x_t = PlainTensor::new(&[n, lc, ls, ls], noise.to_vec())?;
+        for step in sdu_targets(&plain, &x_t, opts.steps, sdu, |_, _| {})? {
+            for (mine, s) in targets.iter_mut().zip(share(step.shape(), step.data())?) {
+                mine.push(s);
+            }
+        }
+    }
     let scaling = files.scaling_factor()?;
     let per_party: Vec<_> = weights
         .into_iter()
-        .zip(tokens.into_iter().zip(x_t))
+        .zip(tokens.into_iter().zip(x_t).zip(targets))
         .map(Some)
         .collect();
     let per_party = Mutex::new(per_party);
@@ -91,7 +104,7 @@ pub fn sample_on_shares_local(
         |party| {
             let id = party.id();
             let taken = per_party.lock().map(|mut v| v[id].take());
-            let Ok(Some((mut mine, (tokens, x_t)))) = taken else {
+            let Ok(Some((mut mine, ((tokens, x_t), targets)))) = taken else {
                 return Err(MpcError::invalid(
                     "text_to_image",
                     "a party's shares are missing",
@@ -107,9 +120,13 @@ pub fn sample_on_shares_local(
                 [&mut mine.text_encoder, &mut mine.unet, &mut mine.vae],
             )
             .map_err(err)?;
+            let sdu = sdu.map(|s| SduTargets {
+                eta: s.eta,
+                eps: targets,
+            });
             let before = party.meter().total();
             let x0 = pipe
-                .sample_from(&b, &tokens, x_t, opts, None, |i| {
+                .sample_from(&b, &tokens, x_t, opts, sdu.as_ref(), |i| {
                     if id == 0 {
                         on_step(i)
                     }

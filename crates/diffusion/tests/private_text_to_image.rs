@@ -67,7 +67,8 @@ fn mnist_sd_samples_on_shares_close_to_plaintext() {
         frac_bits: FRAC_BITS,
         seed: Some(5),
     };
-    let run = sample_on_shares_local(&files, &prompts, &noise, opts, settings, |_| {}).unwrap();
+    let run =
+        sample_on_shares_local(&files, &prompts, &noise, opts, settings, None, |_| {}).unwrap();
     let (seconds, bytes, got) = (run.seconds, run.bytes, run.images);
     assert_eq!(
         run.shape,
@@ -147,7 +148,7 @@ fn inputs_that_do_not_fit_the_model_are_refused_before_any_work() {
     };
     let prompts = vec!["a handwritten 3".to_string()];
     for noise in [vec![0.0f32; 195], vec![]] {
-        let e = sample_on_shares_local(&files, &prompts, &noise, opts, settings, |_| {})
+        let e = sample_on_shares_local(&files, &prompts, &noise, opts, settings, None, |_| {})
             .unwrap_err()
             .to_string();
         assert!(e.contains("noise values") && e.contains("1x4x7x7"), "{e}");
