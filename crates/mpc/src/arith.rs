@@ -89,7 +89,6 @@ use crate::fused::{self, with_scratch, Cut, Fresh, FreshCut, Parts};
 use crate::party::{Ctx, Party};
 use crate::wire::{
     check_len, decode_words, pack_into, packed_len, push_le, split_frame, word_at, BitReader,
-    WordBits,
 };
 
 // PRF purposes inside one arithmetic protocol invocation.
@@ -228,15 +227,51 @@ enum Input<'a> {
     SwappedHigh(&'a [u8]),
 }
 
-/// Words of the d-bit PRF fields (`per` per element) of `len` elements.
-fn narrow_words(len: usize, per: usize, d: u32) -> usize {
-    WordBits::words_for(per * len, d)
+/// The robust correction's PRF values (ρ, ζ0, ζ1) matter only mod 2^d: each is packed into d
+/// bits or shifted up by 64 - d before use. They are drawn as 32-bit lanes of the keystream
+/// (whole words when d > 32) rather than packed d-bit fields: a little more AES output, but
+/// reading one is an array access, where unpacking a field cost several times the AES.
+#[derive(Clone, Copy)]
+struct Lanes<'a> {
+    words: &'a [u64],
+    wide: bool,
 }
 
-/// Draws the d-bit PRF fields (`per` per element) of elements `start..start + len` from the
-/// key of relative component `comp` into `buf` (`narrow_words` long): words
-/// `start * per * d / 64..` of one stream, so that a chunk draws just its part (`start` is a
-/// multiple of 64).
+impl Lanes<'_> {
+    /// Whether d-bit values need whole words.
+    fn wide(d: u32) -> bool {
+        d > 32
+    }
+
+    /// Words holding `count` values.
+    fn words_for(count: usize, d: u32) -> usize {
+        if Self::wide(d) {
+            count
+        } else {
+            count.div_ceil(2)
+        }
+    }
+
+    /// Value `i`; only its low d bits are defined.
+    #[inline(always)]
+    fn get(&self, i: usize) -> u64 {
+        if self.wide {
+            self.words[i]
+        } else {
+            (self.words[i / 2] >> (32 * (i % 2))) as u32 as u64
+        }
+    }
+}
+
+/// Words of the PRF values (`per` per element) of `len` elements.
+fn narrow_words(len: usize, per: usize, d: u32) -> usize {
+    Lanes::words_for(per * len, d)
+}
+
+/// Draws the PRF values (`per` per element, [`Lanes`]) of elements `start..start + len` from
+/// the key of relative component `comp` into `buf` (`narrow_words` long): words from
+/// `narrow_words(start, per, d)` on of one stream, so that a chunk draws just its part (`start`
+/// is even). Value k of element `start + j` is value `j * per + k` of the result.
 fn narrow_chunk<'b>(
     cx: &Ctx<'_>,
     comp: usize,
@@ -244,10 +279,13 @@ fn narrow_chunk<'b>(
     per: usize,
     d: u32,
     buf: &'b mut [u64],
-) -> WordBits<'b> {
-    let off = start * per * d as usize / 64;
+) -> Lanes<'b> {
+    let off = narrow_words(start, per, d);
     cx.prf_rel(comp).fill_at(cx.nonce, P_NARROW, off, buf);
-    WordBits::new(buf, d)
+    Lanes {
+        words: buf,
+        wide: Lanes::wide(d),
+    }
 }
 
 /// Elements per message of R0's truncation output to R2: R0 sends each piece as soon as its
@@ -527,13 +565,12 @@ impl Party {
                     with_scratch(n1 + n0 + len, |buf| {
                         let (w1, rest) = buf.split_at_mut(n1);
                         let (w0, masked_bits) = rest.split_at_mut(n0);
-                        let mut r1 = narrow_chunk(cx, 1, start, 2, d, w1);
-                        let mut r0 = narrow_chunk(cx, 0, start, 1, d, w0);
-                        for ((x, dl), m) in
-                            b.iter_mut().zip(delta.iter_mut()).zip(&mut *masked_bits)
-                        {
+                        let r1 = narrow_chunk(cx, 1, start, 2, d, w1);
+                        let r0 = narrow_chunk(cx, 0, start, 1, d, w0);
+                        let elems = b.iter_mut().zip(delta.iter_mut()).zip(&mut *masked_bits);
+                        for (j, ((x, dl), m)) in elems.enumerate() {
                             let b = x.wrapping_add(offset);
-                            let (rho, z1, z0) = (r1.read(), r1.read(), r0.read());
+                            let (rho, z1, z0) = (r1.get(2 * j), r1.get(2 * j + 1), r0.get(j));
                             *m = (b >> 63).wrapping_sub(rho);
                             *x = floor_shift(b, d).wrapping_sub(*dl).wrapping_add(z0 << k);
                             *dl = dl.wrapping_add(z1 << k);
@@ -609,11 +646,13 @@ impl Party {
                 let words = narrow_words(len, 2, d);
                 with_scratch(words + len, |buf| {
                     let (w, terms) = buf.split_at_mut(words);
-                    let mut r = narrow_chunk(cx, 1, start, 2, d, w);
-                    for ((x, dl), t) in a.data.iter_mut().zip(delta.iter_mut()).zip(&mut *terms) {
-                        let (rho, z1) = (r.read(), r.read());
+                    let r = narrow_chunk(cx, 1, start, 2, d, w);
+                    let elems = a.data.iter_mut().zip(delta.iter_mut()).zip(&mut *terms);
+                    for (j, ((x, dl), t)) in elems.enumerate() {
+                        let (rho, z1) = (r.get(2 * j), r.get(2 * j + 1));
                         *t = (rho & (*x >> 63).wrapping_neg()).wrapping_sub(z1);
-                        *x = ceil_shift(*x, d).wrapping_sub(offset);
+                        // Our own term of the correction now; the other's after the swap.
+                        *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
                         *dl = dl.wrapping_add(z1 << k);
                     }
                     pack_into(y.data, terms, d);
@@ -643,11 +682,11 @@ impl Party {
                     let words = narrow_words(len, 1, d);
                     with_scratch(words + len, |buf| {
                         let (w, terms) = buf.split_at_mut(words);
-                        let mut r = narrow_chunk(cx, 0, start, 1, d, w);
+                        let r = narrow_chunk(cx, 0, start, 1, d, w);
                         let mut mu = BitReader::new(&from0[1][at * d as usize / 8..], d, 0);
-                        for (x, t) in a.data.iter_mut().zip(&mut *terms) {
-                            *t = (mu.read() & (*x >> 63).wrapping_neg()).wrapping_sub(r.read());
-                            *x = ceil_shift(*x, d).wrapping_sub(offset);
+                        for (j, (x, t)) in a.data.iter_mut().zip(&mut *terms).enumerate() {
+                            *t = (mu.read() & (*x >> 63).wrapping_neg()).wrapping_sub(r.get(j));
+                            *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
                         }
                         pack_into(y.data, terms, d);
                     });
@@ -657,15 +696,14 @@ impl Party {
         }
         if robust {
             let other = 3 - role;
-            cx.send(other, mine.clone())?;
+            let len = mine.len();
+            cx.send(other, mine)?;
             let theirs = cx.recv(other)?;
-            check_len(cx.label, cx.abs(other), &theirs, mine.len())?;
+            check_len(cx.label, cx.abs(other), &theirs, len)?;
             fused::run(n, Cut::words(&mut v[..]), &|start, _, a| {
-                let at = start * d as usize / 8;
-                let mut ra = BitReader::new(&mine[at..], d, 0);
-                let mut rb = BitReader::new(&theirs[at..], d, 0);
+                let mut rb = BitReader::new(&theirs[start * d as usize / 8..], d, 0);
                 for x in a.data.iter_mut() {
-                    *x = x.wrapping_add(ra.read().wrapping_add(rb.read()) << k);
+                    *x = x.wrapping_add(rb.read() << k);
                 }
             });
         }
