@@ -88,7 +88,7 @@ use crate::error::{MpcError, Result};
 use crate::fused::{self, with_scratch, Cut, Fresh, FreshCut, Parts};
 use crate::party::{Ctx, Party};
 use crate::wire::{
-    check_len, decode_words, pack_into, packed_len, push_le, split_frame, word_at, BitReader,
+    check_len, decode_words, pack_into, packed_len, push_le, split_frame, unpack_into, word_at,
 };
 
 // PRF purposes inside one arithmetic protocol invocation.
@@ -617,10 +617,12 @@ impl Party {
         let complete = |start: usize, a: &mut [u64]| match input {
             Input::SwappedHigh(msg) => {
                 let high = 64 - d;
-                let mut theirs = BitReader::new(&msg[start * high as usize / 8..], high, 0);
-                for x in a.iter_mut() {
-                    *x = x.wrapping_add(theirs.read()) << d;
-                }
+                with_scratch(a.len(), |theirs| {
+                    unpack_into(&msg[start * high as usize / 8..], high, theirs);
+                    for (x, t) in a.iter_mut().zip(&*theirs) {
+                        *x = x.wrapping_add(*t) << d;
+                    }
+                });
             }
             Input::Ready | Input::Masked => {}
         };
@@ -680,12 +682,14 @@ impl Party {
                         return;
                     }
                     let words = narrow_words(len, 1, d);
-                    with_scratch(words + len, |buf| {
-                        let (w, terms) = buf.split_at_mut(words);
+                    with_scratch(words + 2 * len, |buf| {
+                        let (w, rest) = buf.split_at_mut(words);
+                        let (terms, mu) = rest.split_at_mut(len);
                         let r = narrow_chunk(cx, 0, start, 1, d, w);
-                        let mut mu = BitReader::new(&from0[1][at * d as usize / 8..], d, 0);
-                        for (j, (x, t)) in a.data.iter_mut().zip(&mut *terms).enumerate() {
-                            *t = (mu.read() & (*x >> 63).wrapping_neg()).wrapping_sub(r.get(j));
+                        unpack_into(&from0[1][at * d as usize / 8..], d, mu);
+                        let elems = a.data.iter_mut().zip(&mut *terms).zip(&*mu);
+                        for (j, ((x, t), mu)) in elems.enumerate() {
+                            *t = (mu & (*x >> 63).wrapping_neg()).wrapping_sub(r.get(j));
                             *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
                         }
                         pack_into(y.data, terms, d);
@@ -700,11 +704,13 @@ impl Party {
             cx.send(other, mine)?;
             let theirs = cx.recv(other)?;
             check_len(cx.label, cx.abs(other), &theirs, len)?;
-            fused::run(n, Cut::words(&mut v[..]), &|start, _, a| {
-                let mut rb = BitReader::new(&theirs[start * d as usize / 8..], d, 0);
-                for x in a.data.iter_mut() {
-                    *x = x.wrapping_add(rb.read() << k);
-                }
+            fused::run(n, Cut::words(&mut v[..]), &|start, len, a| {
+                with_scratch(len, |other| {
+                    unpack_into(&theirs[start * d as usize / 8..], d, other);
+                    for (x, y) in a.data.iter_mut().zip(&*other) {
+                        *x = x.wrapping_add(y << k);
+                    }
+                });
             });
         }
         // R1 holds (c_1, c_2), R2 holds (c_2, c_0): `c_r0` is the component shared with R0.
