@@ -170,6 +170,21 @@ impl<'a, R: Fn(f64) -> u64 + Sync> JobTerms<'a, R> {
         })
     }
 
+    /// The job as the elementwise product's terms, if it is one product with coefficient 1 and
+    /// nothing else (the caller checks that the job's constant is 0).
+    fn plain_product(&self) -> Option<Terms<'a>> {
+        match (&self.products[..], self.linear.is_empty()) {
+            ([([a0, a1, b0, b1], 1)], true) => {
+                Some(if std::ptr::eq(*a0, *b0) && std::ptr::eq(*a1, *b1) {
+                    Terms::Square([a0, a1])
+                } else {
+                    Terms::Product([a0, a1, b0, b1])
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// Elements `start..start + z.len()` of the share, all terms per chunk.
     fn fill(&self, start: usize, z: &mut [u64]) {
         let range = start..start + z.len();
@@ -379,11 +394,15 @@ impl FxpOps for Secure<'_> {
                 let n = lens.iter().sum::<usize>();
                 let trunc = Some((method, d));
                 if let [t] = &terms[..] {
-                    // The common single-job group: z is formed inside the product's first pass.
+                    // The common single-job group: z is formed inside the product's first pass,
+                    // by the product's own code when the job is a plain a * b (a square when
+                    // a is b: one local multiplication less).
                     let fill = |start: usize, z: &mut [u64]| t.fill(start, z);
+                    let plain = jobs[members[0]].constant == 0.0;
+                    let terms = t.plain_product().filter(|_| plain);
                     let cx = self.party.begin("nl_fma");
-                    self.party
-                        .finish_terms(&cx, Terms::Chunks(n, &fill), &[n], trunc)?
+                    let terms = terms.unwrap_or(Terms::Chunks(n, &fill));
+                    self.party.finish_terms(&cx, terms, &[n], trunc)?
                 } else {
                     let mut z = Vec::with_capacity(n);
                     for t in &terms {
