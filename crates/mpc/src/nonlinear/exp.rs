@@ -195,8 +195,10 @@ pub fn exp_neg<E: FxpOps>(e: &E, x: &E::A, method: ExpMethod, bound: f64) -> Res
             resolution,
         },
     )])?;
-    let drop = e.select(&[(&masked[0], &y)])?;
-    e.sub(&y, &drop[0])
+    // y where x is not below the cutoff, else 0: the multiplexer on the negated bit (local)
+    // gives it directly, with no subtraction pass after it.
+    let keep = e.not(&masked[0]);
+    Ok(e.select(&[(&keep, &y)])?.remove(0))
 }
 
 /// The twin on f64 values (rounded to the grid on entry): what the `Approx` backend calls.
