@@ -88,7 +88,7 @@ use crate::error::{MpcError, Result};
 use crate::fused::{self, with_scratch, Cut, Fresh, FreshCut, Parts};
 use crate::party::{Ctx, Party};
 use crate::wire::{
-    check_len, decode_words, pack_into, packed_len, push_le, split_frame, unpack_into, word_at,
+    check_len, decode_words, pack_into, packed_len, push_le, split_frame, unpack_into,
 };
 
 // PRF purposes inside one arithmetic protocol invocation.
@@ -675,7 +675,11 @@ impl Party {
                 let from0 = split_frame(cx.label, cx.abs(0), &frame, &[8 * m, narrow])?;
                 fused::run(m, piece, &|at, len, (a, c, y)| {
                     let start = first + at;
-                    c.init((at..at + len).map(|i| word_at(from0[0], i)));
+                    c.init(
+                        from0[0][8 * at..8 * (at + len)]
+                            .chunks_exact(8)
+                            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+                    );
                     complete(start, a.data);
                     if !robust {
                         a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
