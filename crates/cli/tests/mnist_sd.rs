@@ -27,6 +27,10 @@ fn read_x0(path: &Path) -> (Vec<usize>, Vec<f32>) {
     TensorFile::open(path).unwrap().f32("x_0").unwrap()
 }
 
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// Regenerate the expected file (only when the shipped weights change) with:
 /// `secdiff generate --model mnist-sd --prompt "a handwritten 7" --guidance 7.5 --steps 10
 ///  --batch 2 --seed 1 --raw-out tests/data/mnist-sd/sample_seed1.safetensors`
@@ -204,14 +208,12 @@ fn bad_arguments_are_named() {
     }
 }
 
-/// `secdiff generate --mode mpc --local --prompt ...`: the text encoder, the guided U-Net steps
-/// and the decoder on shares in three in-process parties; the report states the traffic and the
-/// fidelity to the plaintext pipeline from the same noise.
-#[test]
-fn text_to_image_on_shares_from_the_cli() {
+/// `secdiff generate --mode mpc --local --prompt "a handwritten 3" --steps 2` plus `extra`:
+/// the image and the JSON report.
+fn generate_on_shares(extra: &[&str]) -> ((Vec<usize>, Vec<f32>), serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
-    let (raw, report) = (dir.path().join("x0.safetensors"), dir.path().join("r.json"));
-    let out = secdiff(&[
+    let (raw, path) = (dir.path().join("x0.safetensors"), dir.path().join("r.json"));
+    let mut args = vec![
         "generate",
         "--mode",
         "mpc",
@@ -223,14 +225,22 @@ fn text_to_image_on_shares_from_the_cli() {
         "--raw-out",
         raw.to_str().unwrap(),
         "--report",
-        report.to_str().unwrap(),
-    ]);
+        path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = secdiff(&args);
     assert!(out.status.success(), "{}", stderr(&out));
-    let (shape, x0) = read_x0(&raw);
+    (read_x0(&raw), report(&path))
+}
+
+/// `secdiff generate --mode mpc --local --prompt ...`: the text encoder, the guided U-Net steps
+/// and the decoder on shares in three in-process parties; the report states the traffic and the
+/// fidelity to the plaintext pipeline from the same noise.
+#[test]
+fn text_to_image_on_shares_from_the_cli() {
+    let ((shape, x0), json) = generate_on_shares(&[]);
     assert_eq!(shape, vec![1, 1, 28, 28]);
     assert!(x0.iter().all(|v| (-1.0..=1.0).contains(v)));
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json["mode"], "mpc", "{json}");
     assert!(json["model"].as_str().unwrap().ends_with("mnist-sd"));
     let mpc = &json["mpc"];
@@ -238,10 +248,6 @@ fn text_to_image_on_shares_from_the_cli() {
     assert!(mpc["bytes_total"].as_u64().unwrap() > 100_000_000, "{mpc}");
     let diff = mpc["max_abs_diff_vs_plain"].as_f64().unwrap();
     assert!(diff < 0.05, "{diff}");
-}
-
-fn report(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// PIDM's score distillation from the CLI: in the clear it changes the image (and a zero
@@ -281,24 +287,7 @@ fn score_distillation_in_the_clear_and_on_shares() {
     assert!(max_diff(&without, &with) > 1e-2);
     assert!(max_diff(&without, &zero) < 1e-6);
 
-    let (raw, path) = (dir.path().join("m.safetensors"), dir.path().join("r.json"));
-    let out = secdiff(&[
-        "generate",
-        "--mode",
-        "mpc",
-        "--local",
-        "--prompt",
-        "a handwritten 3",
-        "--steps",
-        "2",
-        "--sdu",
-        "--raw-out",
-        raw.to_str().unwrap(),
-        "--report",
-        path.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let json = report(&path);
+    let (_, json) = generate_on_shares(&["--sdu"]);
     assert_eq!(json["sdu"]["refine"], 5, "{json}");
     let mpc = &json["mpc"];
     // The client shares the token rows, x_T and one target per step: each party gets its two

@@ -7,39 +7,24 @@
 //!
 //! Defaults: target/mnist_sd_sdu.png, 10 steps on shares (about a minute on two cores).
 
+mod common;
+
 use std::error::Error;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use diffusion::{sample_on_shares_local, SampleOptions, Sdu, ShareSettings, TextToImage};
 use mpc::TruncMethod;
-use nn::sd::model_files::ModelFiles;
 use nn::{Methods, Plain, PlainTensor};
-use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = args
-        .first()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/mnist_sd_sdu.png"));
-    let steps: usize = match args.get(1) {
-        Some(s) => s
-            .parse()
-            .map_err(|_| format!("STEPS {s:?} is not a count"))?,
-        None => 10,
-    };
-    let files = ModelFiles::load(&root.join("models/mnist-sd"))?;
+    let (out, steps) = common::out_and_steps("target/mnist_sd_sdu.png", 10)?;
+    let common::Digits {
+        files,
+        prompts,
+        noise,
+    } = common::digits()?;
     let c = files.config.clone();
-    let prompts: Vec<String> = (0..10).map(|d| format!("a handwritten {d}")).collect();
     let n = prompts.len();
-    let (lc, ls) = (c.vae.latent_channels, c.latent_size());
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let noise: Vec<f32> = (0..n * lc * ls * ls)
-        .map(|_| StandardNormal.sample(&mut rng))
-        .collect();
     let opts = |steps| SampleOptions {
         steps,
         guidance: 7.5,
