@@ -55,7 +55,14 @@ impl ScaledPoly<'_> {
         let f = e.frac_bits();
         let enc = |c: f64| (c * (f as f64).exp2()).round() / (f as f64).exp2();
         let inv = 1.0 / self.half_width;
-        let u = e.add_const(t, -self.center);
+        // u = t - center; with center 0 (exp's fits) it is t itself, not a copy of it.
+        let shifted;
+        let u = if self.center == 0.0 {
+            t
+        } else {
+            shifted = e.add_const(t, -self.center);
+            &shifted
+        };
         let m = d.div_ceil(2);
         // pw[k] holds E_k u^k for k >= 2 (pw[0], pw[1] unused; u itself has E_1 = 1). The jobs
         // borrow the powers: a cloned share is a copy of two full-length vectors.
@@ -81,8 +88,8 @@ impl ScaledPoly<'_> {
                 .zip(&mults)
                 .map(|(&k, &c)| {
                     Fma::constant(0.0).plus_scaled_product(
-                        power(&u, &pw, have),
-                        power(&u, &pw, k - have),
+                        power(u, &pw, have),
+                        power(u, &pw, k - have),
                         c,
                     )
                 })
@@ -95,7 +102,7 @@ impl ScaledPoly<'_> {
             }
             have = next;
         }
-        let at = |k: usize| power(&u, &pw, k);
+        let at = |k: usize| power(u, &pw, k);
         let mut job = Fma::constant(self.coef[0]);
         for (k, e_k) in eff.iter().enumerate().skip(1) {
             job = job.plus(at(k), self.coef[k] * inv.powi(k as i32) / e_k);
