@@ -85,11 +85,9 @@ use ring::{gemm, matmul_dims, RingTensor};
 use crate::ashare::AShare;
 use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
-use crate::fused::{self, with_scratch, Cut, Fresh, FreshCut, Parts};
+use crate::fused::{self, with_scratch, Cut, Frame, Fresh, FreshCut, Parts};
 use crate::party::{Ctx, Party};
-use crate::wire::{
-    check_len, decode_words, pack_into, packed_len, push_le, split_frame, unpack_into,
-};
+use crate::wire::{check_len, decode_words, packed_len, split_frame, unpack_into};
 
 // PRF purposes inside one arithmetic protocol invocation.
 const P_ZERO: u32 = 0;
@@ -455,16 +453,16 @@ impl Party {
             // Plain reshare: send z_i + α_i to P_{i-1}, receive z_{i+1} + α_{i+1} from P_{i+1}.
             let (prev, next) = ((me + 2) % 3, (me + 1) % 3);
             let (own, nxt) = (self.comp_prf(me), self.comp_prf(me + 1));
-            let mut frame = vec![0u8; 8 * n];
-            let parts = (zbuf.cut(), Cut::word_bytes(&mut frame[..]));
+            let mut frame = Frame::new(8 * n);
+            let parts = (zbuf.cut(), frame.cut().words());
             fused::run(n, parts, &|start, _, (z, out)| {
                 let z = z.z(start, &terms);
                 own.add_at(nonce, P_ZERO, start, z, false);
                 nxt.add_at(nonce, P_ZERO, start, z, true);
-                push_le(out.data, z);
+                out.put_words(z);
             });
             let z = zbuf.into_vec();
-            cx.send_abs(prev, frame)?;
+            cx.send_abs(prev, frame.into_vec())?;
             let other = decode_words(cx.label, next, &cx.recv_abs(next)?, n)?;
             return Ok(AShare::new_unchecked(
                 me,
@@ -488,16 +486,16 @@ impl Party {
             (cx.prf_rel(0), true)
         };
         let high = 64 - d;
-        let mut frame = vec![0u8; packed_len(n, high)];
-        let parts = (zbuf.cut(), Cut::packed(&mut frame[..], high));
+        let mut frame = Frame::new(packed_len(n, high));
+        let parts = (zbuf.cut(), frame.cut().packed(high));
         fused::run(n, parts, &|start, _, (z, out)| {
             let z = z.z(start, &terms);
             key.add_at(nonce, P_MASK, start, z, negate);
             z.iter_mut().for_each(|x| *x >>= d);
-            pack_into(out.data, z, high);
+            out.put_packed(z, high);
         });
         let z = zbuf.into_vec();
-        cx.send(other, frame)?;
+        cx.send(other, frame.into_vec())?;
         let theirs = cx.recv(other)?;
         check_len(cx.label, cx.abs(other), &theirs, packed_len(n, high))?;
         self.trunc_r12(cx, z, Input::SwappedHigh(&theirs), shape, method, d)
@@ -546,14 +544,9 @@ impl Party {
         for (first, m) in pieces(n) {
             let piece = next_piece(&mut rest, m, first + m == n);
             let narrow = if robust { packed_len(m, d) } else { 0 };
-            let mut frame = vec![0u8; 8 * m + narrow];
-            let (c0_bytes, mu_bytes) = frame.split_at_mut(8 * m);
-            let parts = (
-                piece.0,
-                piece.1,
-                Cut::word_bytes(c0_bytes),
-                Cut::packed(mu_bytes, d),
-            );
+            let mut frame = Frame::new(8 * m + narrow);
+            let (c0_bytes, mu_bytes) = frame.cut().split_bytes(8 * m);
+            let parts = (piece.0, piece.1, c0_bytes.words(), mu_bytes.packed(d));
             fused::run(m, parts, &|at, len, (b, delta, c0, mu)| {
                 let start = first + at;
                 let b = b.z(start, terms);
@@ -575,18 +568,18 @@ impl Party {
                             *x = floor_shift(b, d).wrapping_sub(*dl).wrapping_add(z0 << k);
                             *dl = dl.wrapping_add(z1 << k);
                         }
-                        pack_into(mu.data, masked_bits, d);
+                        mu.put_packed(masked_bits, d);
                     });
                 } else {
                     for (x, dl) in b.iter_mut().zip(delta.iter()) {
                         *x = floor_shift(x.wrapping_add(centre), d).wrapping_sub(*dl);
                     }
                 }
-                push_le(c0.data, b);
+                c0.put_words(b);
             });
             // Each piece goes out as soon as it is ready, so that R2 starts on it while R0
             // computes the next.
-            cx.send(2, frame)?;
+            cx.send(2, frame.into_vec())?;
         }
         Ok(AShare::new_unchecked(
             cx.id(),
@@ -628,16 +621,12 @@ impl Party {
         };
         let k = 64 - d;
         let offset = 1u64 << (62 - d);
-        let mut mine = vec![0u8; narrow];
+        let mut mine = Frame::new(narrow);
         let c_r0;
         if role == 1 {
             let k1 = cx.prf_rel(1);
             let mut fresh = Fresh::new(n);
-            let parts = (
-                Cut::words(&mut v[..]),
-                fresh.cut(),
-                Cut::packed(&mut mine[..], d),
-            );
+            let parts = (Cut::words(&mut v[..]), fresh.cut(), mine.cut().packed(d));
             fused::run(n, parts, &|start, len, (a, delta, y)| {
                 let delta = delta.init_prf(k1, nonce, P_DELTA, start);
                 complete(start, a.data);
@@ -657,17 +646,13 @@ impl Party {
                         *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
                         *dl = dl.wrapping_add(z1 << k);
                     }
-                    pack_into(y.data, terms, d);
+                    y.put_packed(terms, d);
                 });
             });
             c_r0 = fresh.into_vec();
         } else {
             let mut fresh = Fresh::new(n);
-            let mut rest = Some((
-                Cut::words(&mut v[..]),
-                fresh.cut(),
-                Cut::packed(&mut mine[..], d),
-            ));
+            let mut rest = Some((Cut::words(&mut v[..]), fresh.cut(), mine.cut().packed(d)));
             for (first, m) in pieces(n) {
                 let piece = next_piece(&mut rest, m, first + m == n);
                 let narrow = if robust { packed_len(m, d) } else { 0 };
@@ -696,7 +681,7 @@ impl Party {
                             *t = (mu & (*x >> 63).wrapping_neg()).wrapping_sub(r.get(j));
                             *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
                         }
-                        pack_into(y.data, terms, d);
+                        y.put_packed(terms, d);
                     });
                 });
             }
@@ -704,6 +689,7 @@ impl Party {
         }
         if robust {
             let other = 3 - role;
+            let mine = mine.into_vec();
             let len = mine.len();
             cx.send(other, mine)?;
             let theirs = cx.recv(other)?;

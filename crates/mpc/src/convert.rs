@@ -29,9 +29,9 @@ use crate::arith::Cost;
 use crate::ashare::AShare;
 use crate::bshare::{from_planes, BShare};
 use crate::error::{MpcError, Result};
-use crate::fused::{self, Cut, Fresh};
+use crate::fused::{self, Cut, Frame, Fresh};
 use crate::party::Party;
-use crate::wire::{check_words, decode_words, encode_words, push_le, word_at};
+use crate::wire::{check_words, decode_words, encode_words, word_at};
 
 const P_RHO: u32 = 0;
 const P_MU: u32 = 1;
@@ -164,9 +164,8 @@ impl Party {
             let (b0, b1) = (b.comp(cx.abs(0)), b.comp(cx.abs(1)));
             let (x0, x1) = (x.comp(cx.abs(0)).data(), x.comp(cx.abs(1)).data());
             let (key_rho, key_mu) = (cx.prf_rel(1), cx.prf_rel(0));
-            let mut to_r2 = vec![0u8; 8 * n];
-            let mut to_r1 = vec![0u8; 8 * n];
-            let frames = (Cut::word_bytes(&mut to_r2), Cut::word_bytes(&mut to_r1));
+            let (mut to_r2, mut to_r1) = (Frame::new(8 * n), Frame::new(8 * n));
+            let frames = (to_r2.cut().words(), to_r1.cut().words());
             fused::run(n, frames, &|start, len, (u0_out, z_out)| {
                 fused::with_scratch(2 * len, |buf| {
                     let (rho, mu) = buf.split_at_mut(len);
@@ -181,12 +180,12 @@ impl Party {
                         *m = z0.wrapping_add(*m);
                         *r = u0;
                     }
-                    push_le(u0_out.data, rho);
-                    push_le(z_out.data, mu);
+                    u0_out.put_words(rho);
+                    z_out.put_words(mu);
                 });
             });
-            cx.send(2, to_r2)?;
-            cx.send(1, to_r1)?;
+            cx.send(2, to_r2.into_vec())?;
+            cx.send(1, to_r1.into_vec())?;
             return Ok(AShare::new_unchecked(
                 me,
                 t(cx.draw_comp(0, P_C0, n))?,
@@ -214,8 +213,8 @@ impl Party {
             (cx.prf_rel(0), P_C0)
         };
         let (mut mask, mut mine) = (Fresh::new(n), Fresh::new(n));
-        let mut to_other = vec![0u8; 8 * n];
-        let parts = (mask.cut(), mine.cut(), Cut::word_bytes(&mut to_other));
+        let mut to_other = Frame::new(8 * n);
+        let parts = (mask.cut(), mine.cut(), to_other.cut().words());
         fused::run(n, parts, &|start, len, (mask, mine, out)| {
             fused::with_scratch(2 * len, |buf| {
                 let (big_t, m) = buf.split_at_mut(len);
@@ -238,10 +237,10 @@ impl Party {
                 key_mask.fill_at(nonce, mask_purpose, start, m);
                 let m = mask.init(m.iter().copied());
                 let v = mine.init(big_t.iter().zip(m.iter()).map(|(a, m)| a.wrapping_sub(*m)));
-                push_le(out.data, v);
+                out.put_words(v);
             });
         });
-        cx.send(other, to_other)?;
+        cx.send(other, to_other.into_vec())?;
         let theirs = cx.recv(other)?;
         check_words("mux", cx.abs(other), &theirs, n)?;
         let (mask, mut c2) = (mask.into_vec(), mine.into_vec());

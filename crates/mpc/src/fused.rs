@@ -6,8 +6,9 @@
 //! over the cores.
 //!
 //! A pass writes to several outputs of different granularity (words, the bytes of words, d-bit
-//! packed fields); each is a [`Cut`] that knows how many of its items an element takes, so the
-//! driver can split all of them at the same element boundary. Chunk boundaries are multiples of
+//! packed fields); each is a [`Cut`], a [`FreshCut`] (a new vector) or a [`FrameCut`] (a new
+//! outgoing message) that knows how many of its items an element takes, so the driver can split
+//! all of them at the same element boundary. Chunk boundaries are multiples of
 //! 64 elements, so the packed fields of a chunk start on a word boundary of any d-bit stream.
 
 use std::cell::RefCell;
@@ -34,25 +35,6 @@ impl<'a, T: Send> Cut<'a, T> {
             data,
             num: 1,
             den: 1,
-        }
-    }
-}
-
-impl<'a> Cut<'a, u8> {
-    /// The little-endian bytes of one word per element.
-    pub fn word_bytes(data: &'a mut [u8]) -> Self {
-        Cut {
-            data,
-            num: 8,
-            den: 1,
-        }
-    }
-    /// `width` bits per element, packed (see `wire::pack_bits`).
-    pub fn packed(data: &'a mut [u8], width: u32) -> Self {
-        Cut {
-            data,
-            num: width as usize,
-            den: 8,
         }
     }
 }
@@ -212,6 +194,121 @@ impl Parts for FreshCut<'_> {
     }
 }
 
+/// An outgoing message of `n` bytes that passes write chunk by chunk with no zero fill first
+/// (what [`Fresh`] is for words): a fill of the 8-26 bytes per element that a product's
+/// frames take was a memset of every frame before the pass overwrote it. [`Frame::cut`] is the
+/// whole frame as one output, which [`FrameCut::split_bytes`] cuts into regions (say, words
+/// then packed fields); each chunk of a region is written whole, once, by
+/// [`FrameCut::put_words`] or [`FrameCut::put_packed`]; [`Frame::into_vec`] checks that every
+/// byte was.
+pub(crate) struct Frame {
+    v: Vec<u8>,
+    n: usize,
+    written: AtomicUsize,
+}
+
+impl Frame {
+    pub fn new(n: usize) -> Self {
+        Frame {
+            v: Vec::with_capacity(n),
+            n,
+            written: AtomicUsize::new(0),
+        }
+    }
+
+    /// The whole frame, one byte per element until [`FrameCut::words`] or
+    /// [`FrameCut::packed`] says otherwise.
+    pub fn cut(&mut self) -> FrameCut<'_> {
+        FrameCut {
+            data: &mut self.v.spare_capacity_mut()[..self.n],
+            written: &self.written,
+            num: 1,
+            den: 1,
+        }
+    }
+
+    /// The message, once every byte is written. Panics otherwise.
+    pub fn into_vec(mut self) -> Vec<u8> {
+        assert_eq!(
+            self.written.load(Ordering::Acquire),
+            self.n,
+            "a frame was not written whole"
+        );
+        // SAFETY: the cuts are disjoint, each `put_*` writes its whole cut (the writers assert
+        // the size) before counting it, so a count of n means all n bytes are written.
+        unsafe { self.v.set_len(self.n) };
+        self.v
+    }
+}
+
+/// A region or chunk of a [`Frame`], not yet written.
+pub(crate) struct FrameCut<'a> {
+    data: &'a mut [std::mem::MaybeUninit<u8>],
+    written: &'a AtomicUsize,
+    num: usize,
+    den: usize,
+}
+
+impl<'a> FrameCut<'a> {
+    /// The first `at` bytes and the rest.
+    pub fn split_bytes(self, at: usize) -> (Self, Self) {
+        let (a, b) = self.data.split_at_mut(at.min(self.data.len()));
+        let w = self.written;
+        let (num, den) = (self.num, self.den);
+        (
+            FrameCut {
+                data: a,
+                written: w,
+                num,
+                den,
+            },
+            FrameCut {
+                data: b,
+                written: w,
+                num,
+                den,
+            },
+        )
+    }
+
+    /// This region as the little-endian bytes of one word per element.
+    pub fn words(self) -> Self {
+        FrameCut {
+            num: 8,
+            den: 1,
+            ..self
+        }
+    }
+
+    /// This region as `width` bits per element, packed (see `wire::pack_bits`).
+    pub fn packed(self, width: u32) -> Self {
+        FrameCut {
+            num: width as usize,
+            den: 8,
+            ..self
+        }
+    }
+
+    /// Writes the chunk: the little-endian bytes of `words` (8 per word, exactly its length).
+    pub fn put_words(self, words: &[u64]) {
+        crate::wire::push_le_uninit(self.data, words);
+        self.written.fetch_add(self.data.len(), Ordering::Release);
+    }
+
+    /// Writes the chunk: `vals` packed in `width` bits each (exactly its length).
+    pub fn put_packed(self, vals: &[u64], width: u32) {
+        crate::wire::pack_into_uninit(self.data, vals, width);
+        self.written.fetch_add(self.data.len(), Ordering::Release);
+    }
+}
+
+impl Parts for FrameCut<'_> {
+    fn split_at(self, elem: usize) -> (Self, Self) {
+        let at = elem * self.num / self.den;
+        self.split_bytes(at)
+    }
+}
+
 /// A new vector of `n` words: elements `start..start + len` are the items of `body(start,
 /// len)`, chunk by chunk as in [`run`], written once (see [`Fresh`]).
 pub(crate) fn collect_words<I: Iterator<Item = u64>>(
@@ -264,14 +361,11 @@ mod tests {
             PAR_MIN + 5 * CHUNK + 3,
         ] {
             let mut words = vec![0u64; n];
-            let mut bytes = vec![0u8; 8 * n];
-            let mut packed = vec![0u8; crate::wire::packed_len(n, 18)];
+            // A frame of one word per element, then 18-bit packed fields, like R0's message.
+            let mut frame = Frame::new(8 * n + crate::wire::packed_len(n, 18));
+            let (bytes, packed) = frame.cut().split_bytes(8 * n);
             let calls = AtomicUsize::new(0);
-            let parts = (
-                Cut::words(&mut words[..]),
-                Cut::word_bytes(&mut bytes[..]),
-                Cut::packed(&mut packed[..], 18),
-            );
+            let parts = (Cut::words(&mut words[..]), bytes.words(), packed.packed(18));
             run(n, parts, &|start, len, (w, b, p)| {
                 assert!(start % CHUNK == 0 && len <= CHUNK && len > 0);
                 assert_eq!(w.data.len(), len);
@@ -280,9 +374,15 @@ mod tests {
                 for (i, x) in w.data.iter_mut().enumerate() {
                     *x += (start + i) as u64 + 1;
                 }
+                b.put_words(w.data);
+                p.put_packed(w.data, 18);
                 calls.fetch_add(1, Ordering::Relaxed);
             });
             assert!(words.iter().enumerate().all(|(i, &x)| x == i as u64 + 1));
+            // The frame holds exactly what a whole-vector encoding would.
+            let mut want = crate::wire::encode_words(&words);
+            crate::wire::pack_bits(&mut want, &words, 18);
+            assert_eq!(frame.into_vec(), want);
             assert_eq!(calls.load(Ordering::Relaxed), n.div_ceil(CHUNK));
             let squares = collect_words(n, &|start, len| {
                 (start..start + len).map(|i| (i * i) as u64)
@@ -292,6 +392,19 @@ mod tests {
                 .enumerate()
                 .all(|(i, &x)| x == (i * i) as u64));
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "a frame was not written whole")]
+    fn a_frame_with_a_skipped_chunk_is_refused() {
+        let mut f = Frame::new(8 * 3 * CHUNK);
+        let words = vec![7u64; CHUNK];
+        run(3 * CHUNK, f.cut().words(), &|start, len, c| {
+            if start != CHUNK {
+                c.put_words(&words[..len]);
+            }
+        });
+        f.into_vec();
     }
 
     #[test]
