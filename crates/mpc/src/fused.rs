@@ -99,44 +99,63 @@ pub(crate) fn with_scratch<R>(words: usize, f: impl FnOnce(&mut [u64]) -> R) -> 
     })
 }
 
-/// A new vector of `n` words that a pass writes chunk by chunk, with no zero fill first (an
-/// 8 MB fill costs about as much as the arithmetic that then overwrites it). The pass gets each
-/// chunk as a [`FreshCut`], which it can initialise only once and only whole; [`Fresh::into_vec`]
-/// checks that all `n` words were.
-pub(crate) struct Fresh {
-    v: Vec<u64>,
+/// `n` items of a new vector that passes write before anyone reads them, counted as they are
+/// written: the storage of [`Fresh`] (words) and [`Frame`] (bytes).
+struct Unwritten<T> {
+    v: Vec<T>,
     n: usize,
     written: AtomicUsize,
 }
 
-impl Fresh {
-    pub fn new(n: usize) -> Self {
-        Fresh {
+impl<T> Unwritten<T> {
+    fn new(n: usize) -> Self {
+        Unwritten {
             v: Vec::with_capacity(n),
             n,
             written: AtomicUsize::new(0),
         }
     }
 
-    /// The whole vector as one output of a pass.
-    pub fn cut(&mut self) -> FreshCut<'_> {
-        FreshCut {
-            data: &mut self.v.spare_capacity_mut()[..self.n],
-            written: &self.written,
-        }
+    /// The `n` items, not yet written, and the counter their writers add to.
+    fn slots(&mut self) -> (&mut [std::mem::MaybeUninit<T>], &AtomicUsize) {
+        (&mut self.v.spare_capacity_mut()[..self.n], &self.written)
     }
 
-    /// The vector, once a pass has initialised every chunk. Panics otherwise.
-    pub fn into_vec(mut self) -> Vec<u64> {
+    /// The vector, once `n` items were counted written; panics naming `what` otherwise.
+    fn finish(mut self, what: &str) -> Vec<T> {
         assert_eq!(
             self.written.load(Ordering::Acquire),
             self.n,
-            "a fresh vector was not written whole"
+            "{what} was not written whole"
         );
-        // SAFETY: each `FreshCut` covers its own elements, is consumed by `init`, which writes
-        // every one of them before counting them, so a count of n means all n are written.
+        // SAFETY: the writers (`FreshCut::init`, `FrameCut::put_*`) each own a disjoint part
+        // of the slots, write all of it, and only then count it, so a count of n means all n
+        // items are written.
         unsafe { self.v.set_len(self.n) };
         self.v
+    }
+}
+
+/// A new vector of `n` words that a pass writes chunk by chunk, with no zero fill first (an
+/// 8 MB fill costs about as much as the arithmetic that then overwrites it). The pass gets each
+/// chunk as a [`FreshCut`], which it can initialise only once and only whole; [`Fresh::into_vec`]
+/// checks that all `n` words were.
+pub(crate) struct Fresh(Unwritten<u64>);
+
+impl Fresh {
+    pub fn new(n: usize) -> Self {
+        Fresh(Unwritten::new(n))
+    }
+
+    /// The whole vector as one output of a pass.
+    pub fn cut(&mut self) -> FreshCut<'_> {
+        let (data, written) = self.0.slots();
+        FreshCut { data, written }
+    }
+
+    /// The vector, once a pass has initialised every chunk. Panics otherwise.
+    pub fn into_vec(self) -> Vec<u64> {
+        self.0.finish("a fresh vector")
     }
 }
 
@@ -201,43 +220,29 @@ impl Parts for FreshCut<'_> {
 /// then packed fields); each chunk of a region is written whole, once, by
 /// [`FrameCut::put_words`] or [`FrameCut::put_packed`]; [`Frame::into_vec`] checks that every
 /// byte was.
-pub(crate) struct Frame {
-    v: Vec<u8>,
-    n: usize,
-    written: AtomicUsize,
-}
+pub(crate) struct Frame(Unwritten<u8>);
 
 impl Frame {
     pub fn new(n: usize) -> Self {
-        Frame {
-            v: Vec::with_capacity(n),
-            n,
-            written: AtomicUsize::new(0),
-        }
+        Frame(Unwritten::new(n))
     }
 
     /// The whole frame, one byte per element until [`FrameCut::words`] or
     /// [`FrameCut::packed`] says otherwise.
     pub fn cut(&mut self) -> FrameCut<'_> {
+        let (data, written) = self.0.slots();
         FrameCut {
-            data: &mut self.v.spare_capacity_mut()[..self.n],
-            written: &self.written,
+            data,
+            written,
             num: 1,
             den: 1,
         }
     }
 
-    /// The message, once every byte is written. Panics otherwise.
-    pub fn into_vec(mut self) -> Vec<u8> {
-        assert_eq!(
-            self.written.load(Ordering::Acquire),
-            self.n,
-            "a frame was not written whole"
-        );
-        // SAFETY: the cuts are disjoint, each `put_*` writes its whole cut (the writers assert
-        // the size) before counting it, so a count of n means all n bytes are written.
-        unsafe { self.v.set_len(self.n) };
-        self.v
+    /// The message, once every byte is written (the writers assert their chunk's size). Panics
+    /// otherwise.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.0.finish("a frame")
     }
 }
 
