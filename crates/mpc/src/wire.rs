@@ -344,52 +344,6 @@ mod groups {
         62 63);
 }
 
-/// Reads consecutive `width`-bit fields from a word slice (LSB first): the narrow values a
-/// protocol cuts from one PRF draw of `ceil(count * width / 64)` words.
-pub struct WordBits<'a> {
-    words: &'a [u64],
-    width: u32,
-    mask: u64,
-    next: usize,
-    cur: u64,
-    used: u32,
-}
-
-impl<'a> WordBits<'a> {
-    pub fn new(words: &'a [u64], width: u32) -> Self {
-        WordBits {
-            words,
-            width,
-            mask: low_mask(width),
-            next: 1,
-            cur: words.first().copied().unwrap_or(0),
-            used: 0,
-        }
-    }
-
-    /// Words needed for `count` fields of `width` bits.
-    pub fn words_for(count: usize, width: u32) -> usize {
-        (count * width as usize).div_ceil(64)
-    }
-
-    #[inline(always)]
-    pub fn read(&mut self) -> u64 {
-        let mut v = self.cur >> self.used;
-        let avail = 64 - self.used;
-        if self.width >= avail {
-            self.cur = self.words.get(self.next).copied().unwrap_or(0);
-            self.next += 1;
-            if self.width > avail {
-                v |= self.cur << avail;
-            }
-            self.used = self.width - avail;
-        } else {
-            self.used += self.width;
-        }
-        v & self.mask
-    }
-}
-
 /// Reads `width`-bit values packed by [`pack_bits`], in order, from any bit offset. The caller
 /// has checked the buffer's length; reads past its end yield zero bits.
 pub struct BitReader<'a> {
@@ -517,15 +471,7 @@ mod tests {
             let mut into = vec![0u8; want.len()];
             pack_into(&mut into, &vals, width);
             assert_eq!(into, want, "width {width}");
-            let words: Vec<u64> = want
-                .chunks(8)
-                .map(|c| {
-                    let mut b = [0u8; 8];
-                    b[..c.len()].copy_from_slice(c);
-                    u64::from_le_bytes(b)
-                })
-                .collect();
-            let mut r = WordBits::new(&words, width);
+            let mut r = BitReader::new(&want, width, 0);
             let mask = if width == 64 {
                 u64::MAX
             } else {
