@@ -218,18 +218,18 @@ fn generate<B: Backend>(
         let noise: Vec<f32> = (0..n * per)
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();
-        let x = match (sdu, &plain_pipe) {
+        let targets = match (sdu, &plain_pipe) {
             (Some(sdu), Some(plain)) => {
                 let shape = [n, c.vae.latent_channels, c.latent_size(), c.latent_size()];
                 let x_t = PlainTensor::new(&shape, noise.clone())?;
                 let targets = sdu_targets(plain, &x_t, args.steps, sdu, |_, _| {})?;
-                let targets = SduTargets::public(b, sdu.eta, &targets)?;
-                let tokens = pipe.tokens(b, &prompts)?;
-                let x_t = b.public(&shape, &noise)?;
-                pipe.sample_from(b, &tokens, x_t, opts, Some(&targets), |_| bar.inc(n as u64))?
+                Some(SduTargets::public(b, sdu.eta, &targets)?)
             }
-            _ => pipe.sample(b, &prompts, &noise, opts, |_| bar.inc(n as u64))?,
+            _ => None,
         };
+        let x = pipe.sample_with(b, &prompts, &noise, opts, targets.as_ref(), |_| {
+            bar.inc(n as u64)
+        })?;
         images.extend(reveal(&x).into_iter().map(|v| v.clamp(-1.0, 1.0)));
         digits.extend((start_i..start_i + n).map(|i| i % 10));
     }

@@ -138,14 +138,11 @@ pub fn run(args: &GenerateArgs) -> CliResult<()> {
         None => None,
     };
     let plain_sample = |on_step: &dyn Fn(usize)| -> CliResult<PlainTensor> {
-        let b = &Plain;
-        let tokens = pipe.tokens(b, &prompts)?;
-        let x_t = PlainTensor::new(&[n, lc, ls, ls], noise.clone())?;
         let sdu = match &targets {
-            Some((eta, t)) => Some(SduTargets::public(b, *eta, t)?),
+            Some((eta, t)) => Some(SduTargets::public(&Plain, *eta, t)?),
             None => None,
         };
-        Ok(pipe.sample_from(b, &tokens, x_t, opts, sdu.as_ref(), on_step)?)
+        Ok(pipe.sample_with(&Plain, &prompts, &noise, opts, sdu.as_ref(), on_step)?)
     };
     let mut mpc_report = None;
     let x0: Vec<f32> = if let Some(deployment) = parties {

@@ -180,6 +180,19 @@ impl<B: Backend> TextToImage<B> {
         opts: SampleOptions,
         on_step: impl FnMut(usize),
     ) -> Result<B::Tensor> {
+        self.sample_with(b, prompts, noise, opts, None, on_step)
+    }
+
+    /// [`TextToImage::sample`] with SDU's targets, if any (see [`TextToImage::sample_from`]).
+    pub fn sample_with(
+        &self,
+        b: &B,
+        prompts: &[String],
+        noise: &[f32],
+        opts: SampleOptions,
+        sdu: Option<&SduTargets<B>>,
+        on_step: impl FnMut(usize),
+    ) -> Result<B::Tensor> {
         let n = prompts.len();
         let (c, s) = (self.config.vae.latent_channels, self.config.latent_size());
         if noise.len() != n * c * s * s {
@@ -189,7 +202,7 @@ impl<B: Backend> TextToImage<B> {
             )));
         }
         let x_t = b.public(&[n, c, s, s], noise)?;
-        self.sample_from(b, &self.tokens(b, prompts)?, x_t, opts, None, on_step)
+        self.sample_from(b, &self.tokens(b, prompts)?, x_t, opts, sdu, on_step)
     }
 
     /// [`TextToImage::sample`] on inputs that are already the backend's tensors: the prompts'

@@ -30,8 +30,7 @@ fn sample(
     opts: SampleOptions,
     sdu: Option<&SduTargets<Plain>>,
 ) -> PlainTensor {
-    let tokens = pipe.tokens(&Plain, prompts).unwrap();
-    pipe.sample_from(&Plain, &tokens, x_t.clone(), opts, sdu, |_| {})
+    pipe.sample_with(&Plain, prompts, x_t.data(), opts, sdu, |_| {})
         .unwrap()
 }
 
