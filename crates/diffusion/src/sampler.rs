@@ -175,7 +175,7 @@ fn ddim_timesteps(cfg: &DdimConfig, total: usize) -> Result<Vec<usize>> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn ddim_step<B: Backend>(
+pub(crate) fn ddim_step<B: Backend>(
     b: &B,
     schedule: &Schedule,
     cfg: &DdimConfig,

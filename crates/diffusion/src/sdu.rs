@@ -26,7 +26,8 @@
 
 use nn::{Backend, Plain, PlainTensor};
 
-use crate::{sd_ddim, Error, Result, Schedule, TextToImage};
+use crate::sampler::ddim_step;
+use crate::{sd_ddim, Error, Result, Sampler, Schedule, SeededNoise, TextToImage};
 
 /// SDU's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -88,18 +89,6 @@ pub fn refined_timesteps(cond: &[usize], refine: usize) -> Vec<usize> {
     out
 }
 
-/// One deterministic DDIM step (eta 0, no clipping) from alpha_bar `a` to `a_prev`, in f64.
-fn ddim_step(x: &[f32], eps: &[f32], a: f64, a_prev: f64) -> Vec<f32> {
-    x.iter()
-        .zip(eps)
-        .map(|(&x, &e)| {
-            let (x, e) = (x as f64, e as f64);
-            let x0 = (x - (1.0 - a).sqrt() * e) / a.sqrt();
-            (a_prev.sqrt() * x0 + (1.0 - a_prev).sqrt() * e) as f32
-        })
-        .collect()
-}
-
 /// The ε of one DDIM step from `z` (at alpha_bar `a`) that lands on `z_next` (at `a_next`).
 pub fn reverse_ddim(z: &[f32], z_next: &[f32], a: f64, a_next: f64) -> Result<Vec<f32>> {
     let ratio = (a_next / a).sqrt();
@@ -129,8 +118,14 @@ pub fn sdu_targets(
     sdu.check()?;
     let b = &Plain;
     let schedule = &pipe.schedule;
-    let cond = sd_ddim(cond_steps).timesteps(schedule)?;
+    // The conditional sampler's DDIM, stepped at the refined timesteps.
+    let sampler = sd_ddim(cond_steps);
+    let Sampler::Ddim(ddim) = &sampler else {
+        unreachable!("Stable Diffusion's sampler is DDIM")
+    };
+    let cond = sampler.timesteps(schedule)?;
     let steps = refined_timesteps(&cond, sdu.refine);
+    let mut no_noise = SeededNoise::new(0);
     let shape = x_t.shape().to_vec();
     let n = shape[0];
     let empty = vec![String::new(); n];
@@ -139,18 +134,17 @@ pub fn sdu_targets(
 
     // The states z_k at the conditional timesteps, then the final one.
     let mut states = Vec::with_capacity(cond.len() + 1);
-    let mut z = x_t.data().to_vec();
+    let mut z = x_t.clone();
     for (i, &t) in steps.iter().enumerate() {
         if cond.contains(&t) {
-            states.push(z.clone());
+            states.push(z.data().to_vec());
         }
-        let x = PlainTensor::new(&shape, z)?;
-        let eps = pipe.unet.forward(b, &x, &vec![t as f32; n], &uncond)?;
+        let eps = pipe.unet.forward(b, &z, &vec![t as f32; n], &uncond)?;
         let prev = steps.get(i + 1).copied().unwrap_or(0);
-        z = ddim_step(x.data(), eps.data(), alpha_bar(t), alpha_bar(prev));
+        z = ddim_step(b, schedule, ddim, &z, &eps, t, prev, &mut no_noise)?;
         on_step(i + 1, steps.len());
     }
-    states.push(z);
+    states.push(z.into_vec());
     cond.iter()
         .enumerate()
         .map(|(k, &t)| {
@@ -232,6 +226,18 @@ mod tests {
         assert_eq!(refined_timesteps(&cond, 1), cond);
         // A jump shorter than `refine` is split into unit steps.
         assert_eq!(refined_timesteps(&[4, 1], 5), vec![4, 3, 2, 1]);
+    }
+
+    /// One deterministic DDIM step from alpha_bar `a` to `a_prev`, written out in f64.
+    fn ddim_step(x: &[f32], eps: &[f32], a: f64, a_prev: f64) -> Vec<f32> {
+        x.iter()
+            .zip(eps)
+            .map(|(&x, &e)| {
+                let (x, e) = (x as f64, e as f64);
+                let x0 = (x - (1.0 - a).sqrt() * e) / a.sqrt();
+                (a_prev.sqrt() * x0 + (1.0 - a_prev).sqrt() * e) as f32
+            })
+            .collect()
     }
 
     #[test]
