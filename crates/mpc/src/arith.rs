@@ -66,9 +66,12 @@
 //!
 //! Every per-element step above (PRF draws, shifts, the packing of μ and y, the bytes of the
 //! outgoing frames) runs in fused chunked passes (`crate::fused`): a 1M-element product touches
-//! each of its vectors about once and allocates no full-length temporary. R0's message to R2
-//! goes out in pieces of 2^18 elements as its pass makes them (`PIECE`), and R2 works on each
-//! piece as it arrives: same bytes and rounds, less time with R2 idle while 8 MB are in flight.
+//! each of its vectors about once and allocates no full-length temporary. Every message goes
+//! out in pieces (`PIECE` elements) as its pass makes them, and R1 and R2 pipeline their
+//! passes over the pieces (`R12Stages`): a piece's next pass runs as soon as the other
+//! party's piece is in, while the piece is still in cache, and the passes of the next piece
+//! fill the wait. Same bytes and rounds: a message's later pieces are metered as its
+//! continuation (`Ctx::send_piece`), since they depend on nothing received after its first.
 //!
 //! What is opened and why it is safe, per party (all masks are fresh PRF outputs of a key the
 //! receiver does not hold):
@@ -85,7 +88,7 @@ use ring::{gemm, matmul_dims, RingTensor};
 use crate::ashare::AShare;
 use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
-use crate::fused::{self, with_scratch, Cut, Frame, Fresh, FreshCut, Parts};
+use crate::fused::{self, with_scratch, Cut, Frame, Fresh, FreshCut, FreshPiece, Parts};
 use crate::party::{Ctx, Party};
 use crate::wire::{check_len, decode_words, packed_len, split_frame, unpack_into};
 
@@ -211,18 +214,24 @@ fn check_trunc_bits(label: &'static str, d: u32) -> Result<()> {
     Ok(())
 }
 
-/// Where a truncation pass gets the value it truncates, per element (see [`Party::trunc_r0`]
-/// and [`Party::trunc_r12`]).
+/// Where R0's truncation pass gets B, per element (see [`Party::trunc_r0`]).
 #[derive(Clone, Copy)]
-enum Input<'a> {
-    /// The vector already holds B (at R0) or A (at R1 and R2).
+enum Input {
+    /// The vector already holds B.
     Ready,
-    /// R0 of a fused product: the vector holds z_0; B = z_0 + t - s.
+    /// A fused product: the vector holds z_0; B = z_0 + t - s.
     Masked,
-    /// R1 or R2 of a fused product: the vector holds the high 64 - d bits of its own term of
-    /// A, the message those of the other's term (packed, length checked); A is approximated by
-    /// their sum shifted back up (low d bits zero).
-    SwappedHigh(&'a [u8]),
+}
+
+/// Where R1 and R2 find A, the value their side of a truncation shifts (see
+/// [`Party::trunc_r12`]).
+enum Split<'t> {
+    /// A standalone truncation: A = x_2, which both hold whole.
+    Known(Vec<u64>),
+    /// A fused product: each holds its 3-out-of-3 share z of the product (in the buffer, or
+    /// computed per chunk from the terms), its term of A is z plus its mask, and they swap the
+    /// terms' high 64 - d bits (module docs: A is approximated by their sum shifted back up).
+    Swapped(ZBuf, &'t Terms<'t>),
 }
 
 /// The robust correction's PRF values (ρ, ζ0, ζ1) matter only mod 2^d: each is packed into d
@@ -286,12 +295,11 @@ fn narrow_chunk<'b>(
     }
 }
 
-/// Elements per message of R0's truncation output to R2: R0 sends each piece as soon as its
-/// pass has made it, so that the transfer and R2's work on it overlap R0's next piece (a 1M
-/// product sent whole spent ~10 ms in flight with R2 idle). A multiple of 64, so that every
-/// piece but the last packs its d-bit fields into whole bytes; bytes and rounds are those of
-/// one message.
-const PIECE: usize = 1 << 18;
+/// Elements per piece of a truncation's messages (module docs): small enough that a piece's
+/// vectors stay in cache between its passes and that R2 starts on R0's output early, large
+/// enough that the per-message costs (a frame, two thread wake-ups) stay small. A multiple of
+/// 64, so that every piece but the last packs its d-bit fields into whole bytes.
+const PIECE: usize = 1 << 17;
 
 /// The pieces (first element, length) of an n-element truncation output.
 fn pieces(n: usize) -> impl Iterator<Item = (usize, usize)> {
@@ -365,6 +373,57 @@ impl ZBuf {
             ZBuf::Fresh(f) => f.into_vec(),
         }
     }
+
+    fn len(&self) -> usize {
+        match self {
+            ZBuf::Ready(z) => z.len(),
+            ZBuf::Fresh(f) => f.len(),
+        }
+    }
+
+    /// The buffer as consecutive pieces of `lens` elements.
+    fn pieces(&mut self, lens: &[usize]) -> Vec<VPiece<'_>> {
+        match self {
+            ZBuf::Ready(z) => {
+                let mut rest = &mut z[..];
+                lens.iter()
+                    .map(|&m| {
+                        let (piece, after) = std::mem::take(&mut rest).split_at_mut(m);
+                        rest = after;
+                        VPiece::Ready(piece)
+                    })
+                    .collect()
+            }
+            ZBuf::Fresh(f) => f
+                .pieces(lens.iter().copied())
+                .into_iter()
+                .map(VPiece::Fresh)
+                .collect(),
+        }
+    }
+}
+
+/// A piece of a [`ZBuf`]: written already, or to be written by the first pass over it.
+enum VPiece<'a> {
+    Ready(&'a mut [u64]),
+    Fresh(FreshPiece<'a>),
+}
+
+impl<'a> VPiece<'a> {
+    fn cut(&mut self) -> ZCut<'_> {
+        match self {
+            VPiece::Ready(z) => ZCut::Ready(Cut::words(z)),
+            VPiece::Fresh(p) => ZCut::Fresh(p.cut()),
+        }
+    }
+
+    /// The piece's words (a fresh piece once a pass has written it whole).
+    fn into_written(self) -> &'a mut [u64] {
+        match self {
+            VPiece::Ready(z) => z,
+            VPiece::Fresh(p) => p.into_written(),
+        }
+    }
 }
 
 enum ZCut<'a> {
@@ -423,6 +482,175 @@ impl<'a> ZCut<'a> {
     }
 }
 
+/// The stages of R1's and R2's side of a truncation, one piece at a time
+/// ([`Party::trunc_r12`]).
+struct R12Stages<'c, 't> {
+    cx: &'c Ctx<'c>,
+    /// A fused product's terms (stage A runs), or None for a standalone truncation.
+    terms: Option<&'t Terms<'t>>,
+    robust: bool,
+    d: u32,
+    role: usize,
+    other: usize,
+}
+
+impl R12Stages<'_, '_> {
+    /// Stage A of piece `index` (elements `first..first + m`): in a fused product, form this
+    /// party's term of A in `piece` and send its high 64 - d bits; returns A's piece (the term,
+    /// or A itself in a standalone truncation).
+    fn a<'v>(
+        &self,
+        index: usize,
+        first: usize,
+        m: usize,
+        mut piece: VPiece<'v>,
+    ) -> Result<&'v mut [u64]> {
+        let Some(terms) = self.terms else {
+            return Ok(piece.into_written());
+        };
+        let (cx, d) = (self.cx, self.d);
+        let nonce = cx.nonce;
+        // z_1 + s at R1 and z_2 - t at R2, with s from the key of R0 and R1 (component 1) and
+        // t from that of R0 and R2 (component 0).
+        let (key, negate) = if self.role == 1 {
+            (cx.prf_rel(1), false)
+        } else {
+            (cx.prf_rel(0), true)
+        };
+        let high = 64 - d;
+        let mut frame = Frame::new(packed_len(m, high));
+        fused::run(
+            m,
+            (piece.cut(), frame.cut().packed(high)),
+            &|at, _, (z, out)| {
+                let start = first + at;
+                let z = z.z(start, terms);
+                key.add_at(nonce, P_MASK, start, z, negate);
+                z.iter_mut().for_each(|x| *x >>= d);
+                out.put_packed(z, high);
+            },
+        );
+        cx.send_piece(self.other, index, frame.into_vec())?;
+        Ok(piece.into_written())
+    }
+
+    /// Stage B of piece `index`: complete A (fused: with the other's high bits), shift it
+    /// into c2 and write the component shared with R0 into `c`; robust: add this party's
+    /// d-bit term of the correction to c2 and send it.
+    fn b(
+        &self,
+        index: usize,
+        first: usize,
+        m: usize,
+        a: &mut [u64],
+        mut c: FreshPiece<'_>,
+    ) -> Result<()> {
+        let (cx, d, robust) = (self.cx, self.d, self.robust);
+        let nonce = cx.nonce;
+        let high = 64 - d;
+        let theirs = match self.terms {
+            Some(_) => {
+                let msg = cx.recv(self.other)?;
+                check_len(cx.label, cx.abs(self.other), &msg, packed_len(m, high))?;
+                Some(msg)
+            }
+            None => None,
+        };
+        let complete = |at: usize, a: &mut [u64]| {
+            if let Some(msg) = &theirs {
+                with_scratch(a.len(), |t| {
+                    unpack_into(&msg[at * high as usize / 8..], high, t);
+                    for (x, t) in a.iter_mut().zip(&*t) {
+                        *x = x.wrapping_add(*t) << d;
+                    }
+                });
+            }
+        };
+        let k = 64 - d;
+        let offset = 1u64 << (62 - d);
+        let mut y = Frame::new(if robust { packed_len(m, d) } else { 0 });
+        let parts = (Cut::words(a), c.cut(), y.cut().packed(d));
+        if self.role == 1 {
+            let k1 = cx.prf_rel(1);
+            fused::run(m, parts, &|at, len, (a, delta, y)| {
+                let start = first + at;
+                let delta = delta.init_prf(k1, nonce, P_DELTA, start);
+                complete(at, a.data);
+                if !robust {
+                    a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
+                    return;
+                }
+                let words = narrow_words(len, 2, d);
+                with_scratch(words + len, |buf| {
+                    let (w, terms) = buf.split_at_mut(words);
+                    let r = narrow_chunk(cx, 1, start, 2, d, w);
+                    let elems = a.data.iter_mut().zip(delta.iter_mut()).zip(&mut *terms);
+                    for (j, ((x, dl), t)) in elems.enumerate() {
+                        let (rho, z1) = (r.get(2 * j), r.get(2 * j + 1));
+                        *t = (rho & (*x >> 63).wrapping_neg()).wrapping_sub(z1);
+                        // Our own term of the correction now; the other's in stage C.
+                        *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
+                        *dl = dl.wrapping_add(z1 << k);
+                    }
+                    y.put_packed(terms, d);
+                });
+            });
+        } else {
+            let narrow = if robust { packed_len(m, d) } else { 0 };
+            let frame = cx.recv(0)?;
+            let from0 = split_frame(cx.label, cx.abs(0), &frame, &[8 * m, narrow])?;
+            fused::run(m, parts, &|at, len, (a, c, y)| {
+                let start = first + at;
+                c.init(
+                    from0[0][8 * at..8 * (at + len)]
+                        .chunks_exact(8)
+                        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+                );
+                complete(at, a.data);
+                if !robust {
+                    a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
+                    return;
+                }
+                let words = narrow_words(len, 1, d);
+                with_scratch(words + 2 * len, |buf| {
+                    let (w, rest) = buf.split_at_mut(words);
+                    let (terms, mu) = rest.split_at_mut(len);
+                    let r = narrow_chunk(cx, 0, start, 1, d, w);
+                    unpack_into(&from0[1][at * d as usize / 8..], d, mu);
+                    let elems = a.data.iter_mut().zip(&mut *terms).zip(&*mu);
+                    for (j, ((x, t), mu)) in elems.enumerate() {
+                        *t = (mu & (*x >> 63).wrapping_neg()).wrapping_sub(r.get(j));
+                        *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
+                    }
+                    y.put_packed(terms, d);
+                });
+            });
+        }
+        c.into_written();
+        if robust {
+            cx.send_piece(self.other, index, y.into_vec())?;
+        }
+        Ok(())
+    }
+
+    /// Stage C (robust): add the other's term of the correction, times 2^(64 - d), to c2.
+    fn c(&self, m: usize, a: &mut [u64]) -> Result<()> {
+        let (cx, d) = (self.cx, self.d);
+        let theirs = cx.recv(self.other)?;
+        check_len(cx.label, cx.abs(self.other), &theirs, packed_len(m, d))?;
+        let k = 64 - d;
+        fused::run(m, Cut::words(a), &|at, len, a| {
+            with_scratch(len, |other| {
+                unpack_into(&theirs[at * d as usize / 8..], d, other);
+                for (x, y) in a.data.iter_mut().zip(&*other) {
+                    *x = x.wrapping_add(y << k);
+                }
+            });
+        });
+        Ok(())
+    }
+}
+
 impl Party {
     /// The common end of every product: P_i holds `z`, its 3-out-of-3 share of the product, of
     /// shape `shape`; returns the replicated sharing of z (raw) or of z truncated by `d` bits.
@@ -477,28 +705,7 @@ impl Party {
         if role == 0 {
             return self.trunc_r0(cx, zbuf, &terms, Input::Masked, shape, method, d);
         }
-        // R1 and R2 swap the high 64 - d bits of their terms of A = (z_1 + s) + (z_2 - t)
-        // (module docs: the low bits only move the result by a carry).
-        let other = 3 - role;
-        let (key, negate) = if role == 1 {
-            (cx.prf_rel(1), false)
-        } else {
-            (cx.prf_rel(0), true)
-        };
-        let high = 64 - d;
-        let mut frame = Frame::new(packed_len(n, high));
-        let parts = (zbuf.cut(), frame.cut().packed(high));
-        fused::run(n, parts, &|start, _, (z, out)| {
-            let z = z.z(start, &terms);
-            key.add_at(nonce, P_MASK, start, z, negate);
-            z.iter_mut().for_each(|x| *x >>= d);
-            out.put_packed(z, high);
-        });
-        let z = zbuf.into_vec();
-        cx.send(other, frame.into_vec())?;
-        let theirs = cx.recv(other)?;
-        check_len(cx.label, cx.abs(other), &theirs, packed_len(n, high))?;
-        self.trunc_r12(cx, z, Input::SwappedHigh(&theirs), shape, method, d)
+        self.trunc_r12(cx, Split::Swapped(zbuf, &terms), shape, method, d)
     }
 
     /// R0's side of a truncation (module docs): B = `v` completed per `input`.
@@ -513,15 +720,12 @@ impl Party {
         cx: &Ctx<'_>,
         mut v: ZBuf,
         terms: &Terms<'_>,
-        input: Input<'_>,
+        input: Input,
         shape: &[usize],
         method: TruncMethod,
         d: u32,
     ) -> Result<AShare> {
-        let n = match &v {
-            ZBuf::Ready(z) => z.len(),
-            ZBuf::Fresh(_) => terms.len(),
-        };
+        let n = v.len();
         let nonce = cx.nonce;
         let (k0, k1) = (cx.prf_rel(0), cx.prf_rel(1));
         let complete = |start: usize, b: &mut [u64]| {
@@ -579,7 +783,7 @@ impl Party {
             });
             // Each piece goes out as soon as it is ready, so that R2 starts on it while R0
             // computes the next.
-            cx.send(2, frame.into_vec())?;
+            cx.send_piece(2, first / PIECE, frame.into_vec())?;
         }
         Ok(AShare::new_unchecked(
             cx.id(),
@@ -588,121 +792,75 @@ impl Party {
         ))
     }
 
-    /// R1's and R2's side of a truncation: A = `v` completed per `input` (both know it).
-    /// - fast: R1 holds (δ, ceil(A / 2^d)), R2 (ceil(A / 2^d), c0 from R0's message).
-    /// - robust: each forms its d-bit term of c - ζ0 - ζ1 (R1: A63 ρ - ζ1; R2: A63 μ - ζ0, with
-    ///   μ from R0's message), swaps it with the other, and adds the sum times 2^(64-d) to
-    ///   ceil(A / 2^d) - 2^(62-d).
+    /// R1's and R2's side of a truncation, over the pieces of [`pieces`], pipelined: while
+    /// a piece waits for the other party's message, the next piece is computed, and a piece is
+    /// still in cache when its later passes come (each pass over the whole vector used to read
+    /// and write it from memory, the bottleneck with three processes on two cores). Per piece:
+    /// - A (fused product only): each forms its term of A (z plus its mask) and sends the high
+    ///   64 - d bits (round 1);
+    /// - B: A is completed (with the other's high bits), shifted, and R1 holds (δ, ceil(A /
+    ///   2^d)), R2 (ceil(A / 2^d), c0 from R0's piece); robust: each also forms its d-bit term
+    ///   of c - ζ0 - ζ1 (R1: A63 ρ - ζ1; R2: A63 μ - ζ0, μ from R0's piece), adds it to c2
+    ///   and sends it (the fused product's round 2);
+    /// - C (robust): adds the other's term, times 2^(64 - d).
+    ///
+    /// Piece j's B runs after piece j + 1's A, and its C after piece j + 1's B.
     fn trunc_r12(
         &self,
         cx: &Ctx<'_>,
-        mut v: Vec<u64>,
-        input: Input<'_>,
+        split: Split<'_>,
         shape: &[usize],
         method: TruncMethod,
         d: u32,
     ) -> Result<AShare> {
-        let n = v.len();
-        let nonce = cx.nonce;
-        let role = cx.role();
-        let robust = method == TruncMethod::Robust;
-        let narrow = if robust { packed_len(n, d) } else { 0 };
-        let complete = |start: usize, a: &mut [u64]| match input {
-            Input::SwappedHigh(msg) => {
-                let high = 64 - d;
-                with_scratch(a.len(), |theirs| {
-                    unpack_into(&msg[start * high as usize / 8..], high, theirs);
-                    for (x, t) in a.iter_mut().zip(&*theirs) {
-                        *x = x.wrapping_add(*t) << d;
-                    }
-                });
-            }
-            Input::Ready | Input::Masked => {}
+        let (mut v, terms) = match split {
+            Split::Known(a) => (ZBuf::Ready(a), None),
+            Split::Swapped(z, terms) => (z, Some(terms)),
         };
-        let k = 64 - d;
-        let offset = 1u64 << (62 - d);
-        let mut mine = Frame::new(narrow);
-        let c_r0;
-        if role == 1 {
-            let k1 = cx.prf_rel(1);
-            let mut fresh = Fresh::new(n);
-            let parts = (Cut::words(&mut v[..]), fresh.cut(), mine.cut().packed(d));
-            fused::run(n, parts, &|start, len, (a, delta, y)| {
-                let delta = delta.init_prf(k1, nonce, P_DELTA, start);
-                complete(start, a.data);
-                if !robust {
-                    a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
-                    return;
+        let n = v.len();
+        let role = cx.role();
+        let other = 3 - role;
+        let robust = method == TruncMethod::Robust;
+        let lens: Vec<usize> = pieces(n).map(|(_, m)| m).collect();
+        let mut c_r0 = Fresh::new(n);
+        {
+            let stage = R12Stages {
+                cx,
+                terms,
+                robust,
+                d,
+                role,
+                other,
+            };
+            let mut todo = pieces(n)
+                .zip(v.pieces(&lens))
+                .zip(c_r0.pieces(lens.iter().copied()))
+                .enumerate();
+            // Pieces past stage A, with their component's piece, and pieces past stage B.
+            let mut after_a = std::collections::VecDeque::new();
+            let mut after_b = std::collections::VecDeque::new();
+            for step in 0..lens.len() + 2 {
+                if let Some((j, (((first, m), v_piece), c_piece))) = todo.next() {
+                    let a = stage.a(j, first, m, v_piece)?;
+                    after_a.push_back((j, first, m, a, c_piece));
                 }
-                let words = narrow_words(len, 2, d);
-                with_scratch(words + len, |buf| {
-                    let (w, terms) = buf.split_at_mut(words);
-                    let r = narrow_chunk(cx, 1, start, 2, d, w);
-                    let elems = a.data.iter_mut().zip(delta.iter_mut()).zip(&mut *terms);
-                    for (j, ((x, dl), t)) in elems.enumerate() {
-                        let (rho, z1) = (r.get(2 * j), r.get(2 * j + 1));
-                        *t = (rho & (*x >> 63).wrapping_neg()).wrapping_sub(z1);
-                        // Our own term of the correction now; the other's after the swap.
-                        *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
-                        *dl = dl.wrapping_add(z1 << k);
-                    }
-                    y.put_packed(terms, d);
-                });
-            });
-            c_r0 = fresh.into_vec();
-        } else {
-            let mut fresh = Fresh::new(n);
-            let mut rest = Some((Cut::words(&mut v[..]), fresh.cut(), mine.cut().packed(d)));
-            for (first, m) in pieces(n) {
-                let piece = next_piece(&mut rest, m, first + m == n);
-                let narrow = if robust { packed_len(m, d) } else { 0 };
-                let frame = cx.recv(0)?;
-                let from0 = split_frame(cx.label, cx.abs(0), &frame, &[8 * m, narrow])?;
-                fused::run(m, piece, &|at, len, (a, c, y)| {
-                    let start = first + at;
-                    c.init(
-                        from0[0][8 * at..8 * (at + len)]
-                            .chunks_exact(8)
-                            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
-                    );
-                    complete(start, a.data);
-                    if !robust {
-                        a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
-                        return;
-                    }
-                    let words = narrow_words(len, 1, d);
-                    with_scratch(words + 2 * len, |buf| {
-                        let (w, rest) = buf.split_at_mut(words);
-                        let (terms, mu) = rest.split_at_mut(len);
-                        let r = narrow_chunk(cx, 0, start, 1, d, w);
-                        unpack_into(&from0[1][at * d as usize / 8..], d, mu);
-                        let elems = a.data.iter_mut().zip(&mut *terms).zip(&*mu);
-                        for (j, ((x, t), mu)) in elems.enumerate() {
-                            *t = (mu & (*x >> 63).wrapping_neg()).wrapping_sub(r.get(j));
-                            *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
+                // Piece j's stage B runs after piece j + 1's stage A, its C after j + 1's B.
+                if step >= 1 {
+                    if let Some((j, first, m, a, c_piece)) = after_a.pop_front() {
+                        stage.b(j, first, m, &mut *a, c_piece)?;
+                        if robust {
+                            after_b.push_back((m, a));
                         }
-                        y.put_packed(terms, d);
-                    });
-                });
-            }
-            c_r0 = fresh.into_vec();
-        }
-        if robust {
-            let other = 3 - role;
-            let mine = mine.into_vec();
-            let len = mine.len();
-            cx.send(other, mine)?;
-            let theirs = cx.recv(other)?;
-            check_len(cx.label, cx.abs(other), &theirs, len)?;
-            fused::run(n, Cut::words(&mut v[..]), &|start, len, a| {
-                with_scratch(len, |other| {
-                    unpack_into(&theirs[start * d as usize / 8..], d, other);
-                    for (x, y) in a.data.iter_mut().zip(&*other) {
-                        *x = x.wrapping_add(y << k);
                     }
-                });
-            });
+                }
+                if step >= 2 {
+                    if let Some((m, a)) = after_b.pop_front() {
+                        stage.c(m, a)?;
+                    }
+                }
+            }
         }
+        let (v, c_r0) = (v.into_vec(), c_r0.into_vec());
         // R1 holds (c_1, c_2), R2 holds (c_2, c_0): `c_r0` is the component shared with R0.
         let (mine_comp, next_comp) = if role == 1 { (c_r0, v) } else { (v, c_r0) };
         Ok(AShare::new_unchecked(
@@ -739,7 +897,7 @@ impl Party {
             )
         } else {
             let a = x.comp(cx.abs(2)).data().to_vec();
-            self.trunc_r12(&cx, a, Input::Ready, x.shape(), method, d)
+            self.trunc_r12(&cx, Split::Known(a), x.shape(), method, d)
         }
     }
 

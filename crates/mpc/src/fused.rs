@@ -147,6 +147,10 @@ impl Fresh {
         Fresh(Unwritten::new(n))
     }
 
+    pub fn len(&self) -> usize {
+        self.0.n
+    }
+
     /// The whole vector as one output of a pass.
     pub fn cut(&mut self) -> FreshCut<'_> {
         let (data, written) = self.0.slots();
@@ -156,6 +160,60 @@ impl Fresh {
     /// The vector, once a pass has initialised every chunk. Panics otherwise.
     pub fn into_vec(self) -> Vec<u64> {
         self.0.finish("a fresh vector")
+    }
+}
+
+impl Fresh {
+    /// The vector as consecutive pieces of `lens` elements (summing to its length), for
+    /// pipelines that write a piece in one pass and then read and rewrite it in later passes
+    /// while later pieces are still unwritten. Each piece is written whole through
+    /// [`FreshPiece::cut`] and then taken with [`FreshPiece::into_written`].
+    pub fn pieces(&mut self, lens: impl IntoIterator<Item = usize>) -> Vec<FreshPiece<'_>> {
+        let (mut rest, total) = self.0.slots();
+        let mut out = Vec::new();
+        for len in lens {
+            let (piece, after) = std::mem::take(&mut rest).split_at_mut(len);
+            rest = after;
+            out.push(FreshPiece {
+                data: piece,
+                written: AtomicUsize::new(0),
+                total,
+            });
+        }
+        assert!(rest.is_empty(), "the pieces do not cover the fresh vector");
+        out
+    }
+}
+
+/// A piece of a [`Fresh`] vector with its own count of written elements.
+pub(crate) struct FreshPiece<'a> {
+    data: &'a mut [std::mem::MaybeUninit<u64>],
+    written: AtomicUsize,
+    total: &'a AtomicUsize,
+}
+
+impl<'a> FreshPiece<'a> {
+    /// The piece as one output of a pass that writes it whole.
+    pub fn cut(&mut self) -> FreshCut<'_> {
+        FreshCut {
+            data: &mut *self.data,
+            written: &self.written,
+        }
+    }
+
+    /// The piece, once a pass has written all of it (counted towards the whole vector's check
+    /// in [`Fresh::into_vec`]). Panics otherwise.
+    pub fn into_written(self) -> &'a mut [u64] {
+        let len = self.data.len();
+        assert_eq!(
+            self.written.load(Ordering::Acquire),
+            len,
+            "a fresh piece was not written whole"
+        );
+        self.total.fetch_add(len, Ordering::Release);
+        // SAFETY: the piece's writers (`FreshCut::init`) own disjoint parts of its slots, write
+        // all of each and only then count it, so a count of `len` means every slot is written.
+        unsafe { &mut *(self.data as *mut [std::mem::MaybeUninit<u64>] as *mut [u64]) }
     }
 }
 
@@ -421,6 +479,61 @@ mod tests {
                 c.init(std::iter::repeat_n(1, len));
             }
         });
+        v.into_vec();
+    }
+
+    #[test]
+    fn fresh_pieces_are_written_then_rewritten_out_of_order_and_form_the_vector() {
+        let lens = [2 * CHUNK, PAR_MIN + 64, 5];
+        let n: usize = lens.iter().sum();
+        let mut v = Fresh::new(n);
+        {
+            let mut pieces = v.pieces(lens);
+            let mut done = Vec::new();
+            let mut first = 0;
+            for p in pieces.iter_mut() {
+                let len = p.cut().len();
+                run(len, p.cut(), &|start, len, c| {
+                    c.init((first + start..first + start + len).map(|i| i as u64));
+                });
+                first += len;
+            }
+            for p in pieces.into_iter().rev() {
+                let w = p.into_written();
+                w.iter_mut().for_each(|x| *x *= 3);
+                done.push(w.len());
+            }
+            assert_eq!(done, [5, PAR_MIN + 64, 2 * CHUNK]);
+        }
+        let v = v.into_vec();
+        assert!(v.iter().enumerate().all(|(i, &x)| x == 3 * i as u64));
+    }
+
+    #[test]
+    #[should_panic(expected = "a fresh piece was not written whole")]
+    fn a_fresh_piece_with_a_skipped_chunk_is_refused() {
+        let mut v = Fresh::new(4 * CHUNK);
+        let mut pieces = v.pieces([CHUNK, 3 * CHUNK]);
+        run(3 * CHUNK, pieces[1].cut(), &|start, len, c| {
+            if start != CHUNK {
+                c.init(std::iter::repeat_n(1, len));
+            }
+        });
+        pieces.pop().unwrap().into_written();
+    }
+
+    #[test]
+    #[should_panic(expected = "a fresh vector was not written whole")]
+    fn a_fresh_vector_with_an_untaken_piece_is_refused() {
+        let mut v = Fresh::new(2 * CHUNK);
+        let mut pieces = v.pieces([CHUNK, CHUNK]);
+        for p in pieces.iter_mut() {
+            run(CHUNK, p.cut(), &|_, len, c| {
+                c.init(std::iter::repeat_n(1, len));
+            });
+        }
+        pieces.pop().unwrap().into_written();
+        drop(pieces);
         v.into_vec();
     }
 

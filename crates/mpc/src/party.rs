@@ -259,6 +259,16 @@ impl Ctx<'_> {
     pub fn send(&self, rel: usize, bytes: Vec<u8>) -> Result<()> {
         self.send_abs(self.abs(rel), bytes)
     }
+    /// Send piece `index` of a message that a pipelined protocol sends in pieces to relative
+    /// party `rel`: piece 0 is metered as any send, later pieces as its continuation (bytes and
+    /// messages, not rounds: their contents depend on nothing received after piece 0 went out
+    /// but what piece 0's round already depended on).
+    pub fn send_piece(&self, rel: usize, index: usize, bytes: Vec<u8>) -> Result<()> {
+        if index == 0 {
+            return self.send(rel, bytes);
+        }
+        Ok(self.party.net.send_continuation(self.abs(rel), bytes)?)
+    }
     /// Receive from relative party `rel`.
     pub fn recv(&self, rel: usize) -> Result<Vec<u8>> {
         self.recv_abs(self.abs(rel))

@@ -60,10 +60,10 @@ fn assert_fused_rounding(got: &RingTensor, x: &RingTensor, y: &RingTensor, what:
 fn mul_matches_fixed_point_for_both_methods_at_stated_cost() {
     let mut r = rng(1);
     // Sizes below one chunk of the fused passes, several chunks (8269), enough for them to run
-    // on all cores (36869, with a ragged last chunk), and several pieces of R0's message to R2
-    // (600037: two whole pieces of 2^18 and a ragged third; small values, so that the fast
-    // truncation's rare large error, likelier the more and the larger the products, stays at
-    // ~1e-5 per run).
+    // on all cores (36869, with a ragged last chunk), and several pieces of the truncation's
+    // pipelined messages (600037: four whole pieces of 2^17 and a ragged fifth; small values,
+    // so that the fast truncation's rare large error, likelier the more and the larger the
+    // products, stays at ~1e-5 per run).
     for (n, scale) in [
         (1000usize, 1.0),
         (333, 100.0),
@@ -165,7 +165,7 @@ fn broadcasting_mul_and_square() {
 #[test]
 fn standalone_truncation_and_public_products() {
     let mut r = rng(3);
-    // 600037: several pieces of R0's message, with small values (as in the mul test).
+    // 600037: several pieces of the pipelined messages, with small values (as in the mul test).
     for (n, scale) in [(500, 1.0), (36_869, 1.0), (600_037, 0.01)] {
         standalone_truncation_at(&mut r, n, scale);
     }

@@ -116,4 +116,28 @@ mod tests {
         a.send(2, vec![0]).unwrap();
         assert_eq!(a.meter().total().rounds, 2);
     }
+
+    #[test]
+    fn continuation_pieces_are_not_rounds_and_keep_the_receive_phase() {
+        let [a, b, _c] = LocalMesh::triple(Duration::from_secs(1));
+        // a pipelines two messages in pieces: the first's pieces (round 1) interleave with the
+        // replies it receives and with the second's pieces (round 2).
+        a.send(1, vec![0; 3]).unwrap();
+        b.send(0, vec![0]).unwrap();
+        a.recv(1).unwrap();
+        a.send(1, vec![0; 2]).unwrap();
+        a.send_continuation(1, vec![0; 3]).unwrap();
+        b.send(0, vec![0]).unwrap();
+        a.recv(1).unwrap();
+        a.send_continuation(1, vec![0; 2]).unwrap();
+        let t = a.meter().total();
+        assert_eq!((t.bytes, t.messages, t.rounds), (10, 4, 2));
+        // Something was received since the last round began: the next plain send is a round.
+        a.send(1, vec![0]).unwrap();
+        assert_eq!(a.meter().total().rounds, 3);
+        // A continuation with nothing before it counts as the first round.
+        a.meter().reset();
+        a.send_continuation(2, vec![0]).unwrap();
+        assert_eq!(a.meter().total().rounds, 1);
+    }
 }

@@ -3,7 +3,11 @@
 //! Protocols open a [`MeterScope`] with their name; every byte sent while the scope is open is
 //! charged to it (nested scopes charge the innermost). A *round* is counted each time the party
 //! sends after having received since its previous send: a protocol whose messages all go out
-//! before any reply is awaited costs one round, whatever its number of messages.
+//! before any reply is awaited costs one round, whatever its number of messages. A pipelined
+//! protocol that sends one logical message in pieces, interleaved with the pieces it receives,
+//! marks every piece after the first as a continuation ([`Meter::continue_message`]): the piece
+//! is counted in bytes and messages but not as a round, and does not end the receive phase that
+//! the next non-continuation send is counted against.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -23,6 +27,8 @@ struct Inner {
     total: CostRecord,
     received_since_send: bool,
     ever_sent: bool,
+    /// The next send is a later piece of a message already counted (see the module docs).
+    continuing: bool,
 }
 
 /// The counters of one party.
@@ -62,8 +68,11 @@ impl Meter {
     /// Called by transports for every message sent.
     pub fn record_send(&self, bytes: usize) {
         let mut m = self.lock();
-        let new_round = m.received_since_send || !m.ever_sent;
-        m.received_since_send = false;
+        let continuing = std::mem::take(&mut m.continuing) && m.ever_sent;
+        let new_round = !continuing && (m.received_since_send || !m.ever_sent);
+        if !continuing {
+            m.received_since_send = false;
+        }
         m.ever_sent = true;
         let label = m.stack.last().copied().unwrap_or("unattributed");
         let rec = m.by_label.entry(label).or_default();
@@ -77,6 +86,13 @@ impl Meter {
         if new_round {
             m.total.rounds += 1;
         }
+    }
+
+    /// Marks the next message this party sends as a later piece of a message it already began
+    /// sending in its current round: a pipelined protocol's piece whose contents depend on
+    /// nothing received since that round began. Counted in bytes and messages, never as a round.
+    pub fn continue_message(&self) {
+        self.lock().continuing = true;
     }
 
     /// Called by transports for every message received.
@@ -105,5 +121,6 @@ impl Meter {
         m.total = CostRecord::default();
         m.received_since_send = false;
         m.ever_sent = false;
+        m.continuing = false;
     }
 }
