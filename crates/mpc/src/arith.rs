@@ -239,9 +239,11 @@ enum Split<'t> {
 /// (whole words when d > 32) rather than packed d-bit fields: a little more AES output, but
 /// reading one is an array access, where unpacking a field cost several times the AES.
 #[derive(Clone, Copy)]
-struct Lanes<'a> {
-    words: &'a [u64],
-    wide: bool,
+enum Lanes<'a> {
+    /// d <= 32: value i is the keystream's 32-bit lane i.
+    Narrow(&'a [u32]),
+    /// d > 32: value i is word i.
+    Wide(&'a [u64]),
 }
 
 impl Lanes<'_> {
@@ -258,16 +260,19 @@ impl Lanes<'_> {
             count.div_ceil(2)
         }
     }
+}
 
-    /// Value `i`; only its low d bits are defined.
-    #[inline(always)]
-    fn get(&self, i: usize) -> u64 {
-        if self.wide {
-            self.words[i]
-        } else {
-            (self.words[i / 2] >> (32 * (i % 2))) as u32 as u64
+/// Runs `$body` with `$v` bound to the values of [`Lanes`] as a slice of their own type
+/// (`&[u32]` or `&[u64]`; only the low d bits of each are defined): one copy of the loop per
+/// lane type, so that each is a plain zip of slices, vectorised, with no per-element branch
+/// or bounds check.
+macro_rules! with_lanes {
+    ($lanes:expr, $v:ident => $body:expr) => {
+        match $lanes {
+            Lanes::Narrow($v) => $body,
+            Lanes::Wide($v) => $body,
         }
-    }
+    };
 }
 
 /// Words of the PRF values (`per` per element) of `len` elements.
@@ -289,9 +294,12 @@ fn narrow_chunk<'b>(
 ) -> Lanes<'b> {
     let off = narrow_words(start, per, d);
     cx.prf_rel(comp).fill_at(cx.nonce, P_NARROW, off, buf);
-    Lanes {
-        words: buf,
-        wide: Lanes::wide(d),
+    if Lanes::wide(d) {
+        Lanes::Wide(buf)
+    } else {
+        // Lane i is the low half of word i / 2 for even i, the high half for odd i (little
+        // endian; both parties read the same lanes either way).
+        Lanes::Narrow(bytemuck::cast_slice(buf))
     }
 }
 
@@ -584,14 +592,16 @@ impl R12Stages<'_, '_> {
                 with_scratch(words + len, |buf| {
                     let (w, terms) = buf.split_at_mut(words);
                     let r = narrow_chunk(cx, 1, start, 2, d, w);
-                    let elems = a.data.iter_mut().zip(delta.iter_mut()).zip(&mut *terms);
-                    for (j, ((x, dl), t)) in elems.enumerate() {
-                        let (rho, z1) = (r.get(2 * j), r.get(2 * j + 1));
-                        *t = (rho & (*x >> 63).wrapping_neg()).wrapping_sub(z1);
-                        // Our own term of the correction now; the other's in stage C.
-                        *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
-                        *dl = dl.wrapping_add(z1 << k);
-                    }
+                    with_lanes!(r, r => {
+                        let elems = a.data.iter_mut().zip(delta.iter_mut()).zip(&mut *terms);
+                        for (((x, dl), t), r) in elems.zip(r.chunks_exact(2)) {
+                            let (rho, z1): (u64, u64) = (r[0].into(), r[1].into());
+                            *t = (rho & (*x >> 63).wrapping_neg()).wrapping_sub(z1);
+                            // Our own term of the correction now; the other's in stage C.
+                            *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
+                            *dl = dl.wrapping_add(z1 << k);
+                        }
+                    });
                     y.put_packed(terms, d);
                 });
             });
@@ -617,11 +627,14 @@ impl R12Stages<'_, '_> {
                     let (terms, mu) = rest.split_at_mut(len);
                     let r = narrow_chunk(cx, 0, start, 1, d, w);
                     unpack_into(&from0[1][at * d as usize / 8..], d, mu);
-                    let elems = a.data.iter_mut().zip(&mut *terms).zip(&*mu);
-                    for (j, ((x, t), mu)) in elems.enumerate() {
-                        *t = (mu & (*x >> 63).wrapping_neg()).wrapping_sub(r.get(j));
-                        *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
-                    }
+                    with_lanes!(r, r => {
+                        let elems = a.data.iter_mut().zip(&mut *terms).zip(&*mu);
+                        for (((x, t), mu), &z0) in elems.zip(r) {
+                            let z0: u64 = z0.into();
+                            *t = (mu & (*x >> 63).wrapping_neg()).wrapping_sub(z0);
+                            *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
+                        }
+                    });
                     y.put_packed(terms, d);
                 });
             });
@@ -764,14 +777,17 @@ impl Party {
                         let (w0, masked_bits) = rest.split_at_mut(n0);
                         let r1 = narrow_chunk(cx, 1, start, 2, d, w1);
                         let r0 = narrow_chunk(cx, 0, start, 1, d, w0);
-                        let elems = b.iter_mut().zip(delta.iter_mut()).zip(&mut *masked_bits);
-                        for (j, ((x, dl), m)) in elems.enumerate() {
-                            let b = x.wrapping_add(offset);
-                            let (rho, z1, z0) = (r1.get(2 * j), r1.get(2 * j + 1), r0.get(j));
-                            *m = (b >> 63).wrapping_sub(rho);
-                            *x = floor_shift(b, d).wrapping_sub(*dl).wrapping_add(z0 << k);
-                            *dl = dl.wrapping_add(z1 << k);
-                        }
+                        with_lanes!(r1, r1 => with_lanes!(r0, r0 => {
+                            let elems = b.iter_mut().zip(delta.iter_mut()).zip(&mut *masked_bits);
+                            for ((((x, dl), m), r1), &z0) in elems.zip(r1.chunks_exact(2)).zip(r0) {
+                                let b = x.wrapping_add(offset);
+                                let (rho, z1, z0): (u64, u64, u64) =
+                                    (r1[0].into(), r1[1].into(), z0.into());
+                                *m = (b >> 63).wrapping_sub(rho);
+                                *x = floor_shift(b, d).wrapping_sub(*dl).wrapping_add(z0 << k);
+                                *dl = dl.wrapping_add(z1 << k);
+                            }
+                        }));
                         mu.put_packed(masked_bits, d);
                     });
                 } else {
