@@ -270,7 +270,12 @@ macro_rules! with_lanes {
     ($lanes:expr, $v:ident => $body:expr) => {
         match $lanes {
             Lanes::Narrow($v) => $body,
-            Lanes::Wide($v) => $body,
+            Lanes::Wide($v) => {
+                // The body widens each value with `into`, the identity for words.
+                #[allow(clippy::useless_conversion)]
+                let out = $body;
+                out
+            }
         }
     };
 }
