@@ -31,7 +31,7 @@ use crate::bshare::{from_planes, BShare};
 use crate::error::{MpcError, Result};
 use crate::fused::{self, Cut, Frame, Fresh};
 use crate::party::Party;
-use crate::wire::{check_words, decode_words, encode_words, word_at};
+use crate::wire::{check_words, decode_words, encode_words};
 
 const P_RHO: u32 = 0;
 const P_MU: u32 = 1;
@@ -159,7 +159,6 @@ impl Party {
         let nonce = cx.nonce;
         let shape = x.shape().to_vec();
         let t = |d: Vec<u64>| RingTensor::new(&shape, d);
-        let bit = |plane: &[u64], e: usize| (plane[e / 64] >> (e % 64)) & 1;
         if cx.role() == 0 {
             let (b0, b1) = (b.comp(cx.abs(0)), b.comp(cx.abs(1)));
             let (x0, x1) = (x.comp(cx.abs(0)).data(), x.comp(cx.abs(1)).data());
@@ -171,14 +170,22 @@ impl Party {
                     let (rho, mu) = buf.split_at_mut(len);
                     key_rho.fill_at(nonce, P_RHO, start, rho);
                     key_mu.fill_at(nonce, P_MU, start, mu);
-                    for (i, (r, m)) in rho.iter_mut().zip(mu.iter_mut()).enumerate() {
-                        let e = start + i;
-                        let u0 = (bit(b0, e) ^ bit(b1, e)).wrapping_sub(*r);
-                        let z0 = u0
-                            .wrapping_mul(x0[e].wrapping_add(x1[e]))
-                            .wrapping_add(r.wrapping_mul(x0[e]));
-                        *m = z0.wrapping_add(*m);
-                        *r = u0;
+                    // 64 elements per word of the bit planes (`start` is a multiple of 64).
+                    let r = start..start + len;
+                    let planes = b0[start / 64..].iter().zip(&b1[start / 64..]);
+                    let groups = rho.chunks_mut(64).zip(mu.chunks_mut(64));
+                    let groups = groups.zip(x0[r.clone()].chunks(64)).zip(x1[r].chunks(64));
+                    for ((((rho, mu), x0), x1), (w0, w1)) in groups.zip(planes) {
+                        let bits = w0 ^ w1;
+                        let elems = rho.iter_mut().zip(mu.iter_mut()).zip(x0).zip(x1);
+                        for (j, (((r, m), &a), &b)) in elems.enumerate() {
+                            let u0 = ((bits >> j) & 1).wrapping_sub(*r);
+                            let z0 = u0
+                                .wrapping_mul(a.wrapping_add(b))
+                                .wrapping_add(r.wrapping_mul(a));
+                            *m = z0.wrapping_add(*m);
+                            *r = u0;
+                        }
                     }
                     u0_out.put_words(rho);
                     z_out.put_words(mu);
@@ -219,20 +226,27 @@ impl Party {
             fused::with_scratch(2 * len, |buf| {
                 let (big_t, m) = buf.split_at_mut(len);
                 key_pad.fill_at(nonce, pad_purpose, start, big_t);
-                for (i, v) in big_t.iter_mut().enumerate() {
-                    let e = start + i;
-                    let got = word_at(&from_r0, e);
-                    let (z, wx) = if role == 1 {
-                        let s = xa[e].wrapping_add(xb[e]);
-                        (got.wrapping_add(v.wrapping_mul(s)), s)
-                    } else {
-                        (got.wrapping_mul(xa[e]).wrapping_sub(*v), xb[e])
-                    };
-                    let we = bit(w, e);
-                    *v = 1u64
-                        .wrapping_sub(we << 1)
-                        .wrapping_mul(z)
-                        .wrapping_add(we.wrapping_mul(wx));
+                // 64 elements per word of the bit plane (`start` is a multiple of 64).
+                let r = start..start + len;
+                let got = from_r0[8 * start..8 * (start + len)].chunks(8 * 64);
+                let groups = big_t.chunks_mut(64).zip(got);
+                let groups = groups.zip(xa[r.clone()].chunks(64)).zip(xb[r].chunks(64));
+                for ((((big_t, got), xa), xb), &w) in groups.zip(&w[start / 64..]) {
+                    let elems = big_t.iter_mut().zip(got.chunks_exact(8)).zip(xa).zip(xb);
+                    for (j, (((v, got), &a), &b)) in elems.enumerate() {
+                        let got = u64::from_le_bytes(got.try_into().expect("8 bytes"));
+                        let (z, wx) = if role == 1 {
+                            let s = a.wrapping_add(b);
+                            (got.wrapping_add(v.wrapping_mul(s)), s)
+                        } else {
+                            (got.wrapping_mul(a).wrapping_sub(*v), b)
+                        };
+                        let we = (w >> j) & 1;
+                        *v = 1u64
+                            .wrapping_sub(we << 1)
+                            .wrapping_mul(z)
+                            .wrapping_add(we.wrapping_mul(wx));
+                    }
                 }
                 key_mask.fill_at(nonce, mask_purpose, start, m);
                 let m = mask.init(m.iter().copied());
@@ -244,9 +258,10 @@ impl Party {
         let theirs = cx.recv(other)?;
         check_words("mux", cx.abs(other), &theirs, n)?;
         let (mask, mut c2) = (mask.into_vec(), mine.into_vec());
-        fused::run(n, Cut::words(&mut c2[..]), &|start, _, c| {
-            for (i, v) in c.data.iter_mut().enumerate() {
-                *v = v.wrapping_add(word_at(&theirs, start + i));
+        fused::run(n, Cut::words(&mut c2[..]), &|start, len, c| {
+            let theirs = theirs[8 * start..8 * (start + len)].chunks_exact(8);
+            for (v, t) in c.data.iter_mut().zip(theirs) {
+                *v = v.wrapping_add(u64::from_le_bytes(t.try_into().expect("8 bytes")));
             }
         });
         if role == 1 {

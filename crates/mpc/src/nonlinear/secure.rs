@@ -196,10 +196,12 @@ impl<'a, R: Fn(f64) -> u64 + Sync> JobTerms<'a, R> {
                 &b0[range.clone()],
                 &b1[range.clone()],
             );
-            for (i, zi) in z.iter_mut().enumerate() {
-                let t = a0[i]
-                    .wrapping_mul(b0[i].wrapping_add(b1[i]))
-                    .wrapping_add(a1[i].wrapping_mul(b0[i]));
+            // A zip of slices (no bounds checks), so that the loop vectorises.
+            let terms = z.iter_mut().zip(a0).zip(a1).zip(b0).zip(b1);
+            for ((((zi, &p), &q), &u), &v) in terms {
+                let t = p
+                    .wrapping_mul(u.wrapping_add(v))
+                    .wrapping_add(q.wrapping_mul(u));
                 *zi = zi.wrapping_add(t.wrapping_mul(c));
             }
         }
