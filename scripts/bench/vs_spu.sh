@@ -11,7 +11,14 @@
 # SPU_PY (default /tmp/spu-venv/bin/python), REPEAT (our timed runs after one warm-up, default 5:
 # SPU's harness does two warm-ups and three runs; with three, our short ops still include heap
 # growth), ROUNDS (default 1),
-# OUT (JSON of the comparison, default target/vs_spu.json).
+# OUT (JSON of the comparison, default target/vs_spu.json), SETTLE (default 1: after each SPU
+# run, run our op once unmeasured first; 0: measure right after SPU).
+#
+# Why SETTLE: on this VM, whatever runs in the seconds after SPU's processes exit (gigabytes
+# freed) runs slower: four alternations of SPU's a_mul then three back-to-back `bench ops` runs
+# of the robust 1M product gave 0.025-0.032 s (CPU 0.045-0.054 s) for the run right after SPU
+# and 0.021-0.022 s (CPU 0.038-0.040 s) for the third (2026-12-07). SPU itself always starts
+# after one of our runs (a few hundred MB at most), so the settle run gives ours that condition.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -24,6 +31,7 @@ fi
 SPU_PY=${SPU_PY:-/tmp/spu-venv/bin/python}
 REPEAT=${REPEAT:-5}
 ROUNDS=${ROUNDS:-1}
+SETTLE=${SETTLE:-1}
 OUT=${OUT:-$ROOT/target/vs_spu.json}
 [ -f "${SPU_DIR:-}/run_dist.py" ] || { echo "vs_spu: SPU harness not found (set SPU_DIR)" >&2; exit 1; }
 [ -x "$SPU_PY" ] || { echo "vs_spu: no SPU python at $SPU_PY (set SPU_PY)" >&2; exit 1; }
@@ -46,6 +54,10 @@ for round in $(seq 1 "$ROUNDS"); do
     (cd "$SCRATCH" && "$SPU_PY" run_dist.py "$name" >"$SCRATCH/spu_$op.log" 2>&1) \
       || { echo "vs_spu: SPU run failed, see its log:" >&2; tail -20 "$SCRATCH/spu_$op.log" >&2; exit 1; }
     cp "$SCRATCH"/results_dist_"$name"*.json "$SCRATCH/spu_${op}_$round.json"
+    if [ "$SETTLE" = 1 ]; then
+      echo "== round $round, $op: secdiff settle run (not measured)" >&2
+      "$SECDIFF" bench ops --processes --ops "$op" --repeat 1 >/dev/null 2>&1
+    fi
     echo "== round $round, $op: secdiff (3 processes)" >&2
     "$SECDIFF" bench ops --processes --ops "$op" --trunc both --repeat "$REPEAT" \
       --json "$SCRATCH/ours_${op}_$round.json" 2>/dev/null >&2
