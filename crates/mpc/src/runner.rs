@@ -103,6 +103,13 @@ impl<T: Transport> Transport for SharedTransport<T> {
     fn send(&self, to: net::PartyId, payload: Vec<u8>) -> std::result::Result<(), net::NetError> {
         self.0.send(to, payload)
     }
+    fn send_continuation(
+        &self,
+        to: net::PartyId,
+        payload: Vec<u8>,
+    ) -> std::result::Result<(), net::NetError> {
+        self.0.send_continuation(to, payload)
+    }
     fn recv(&self, from: net::PartyId) -> std::result::Result<Vec<u8>, net::NetError> {
         self.0.recv(from)
     }

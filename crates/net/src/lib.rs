@@ -55,11 +55,8 @@ pub trait Transport: Send + Sync {
     /// Queue `payload` for party `to` as a later piece of a message this party began sending
     /// in an earlier send (a pipelined protocol's next piece, whose contents depend on nothing
     /// received since): metered as bytes and a message, not as a round
-    /// ([`Meter::continue_message`]).
-    fn send_continuation(&self, to: PartyId, payload: Vec<u8>) -> Result<(), NetError> {
-        self.meter().continue_message();
-        self.send(to, payload)
-    }
+    /// ([`Meter::record_continuation`]).
+    fn send_continuation(&self, to: PartyId, payload: Vec<u8>) -> Result<(), NetError>;
 
     /// The party after this one (P_{i+1 mod 3}).
     fn next(&self) -> PartyId {

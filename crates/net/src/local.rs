@@ -42,20 +42,36 @@ impl LocalMesh {
     }
 }
 
+impl LocalMesh {
+    /// Queues `payload` for `to`, charged to the meter by `record`.
+    fn send_metered(
+        &self,
+        to: PartyId,
+        payload: Vec<u8>,
+        record: fn(&Meter, usize),
+    ) -> Result<(), NetError> {
+        let link = self.to.get(to).and_then(|l| l.as_ref());
+        let link = link.ok_or(NetError::NoSuchPeer {
+            me: self.id,
+            peer: to,
+        })?;
+        record(&self.meter, payload.len());
+        link.send(payload)
+            .map_err(|_| NetError::Closed { peer: to.into() })
+    }
+}
+
 impl Transport for LocalMesh {
     fn id(&self) -> PartyId {
         self.id
     }
 
     fn send(&self, to: PartyId, payload: Vec<u8>) -> Result<(), NetError> {
-        let link = self.to.get(to).and_then(|l| l.as_ref());
-        let link = link.ok_or(NetError::NoSuchPeer {
-            me: self.id,
-            peer: to,
-        })?;
-        self.meter.record_send(payload.len());
-        link.send(payload)
-            .map_err(|_| NetError::Closed { peer: to.into() })
+        self.send_metered(to, payload, Meter::record_send)
+    }
+
+    fn send_continuation(&self, to: PartyId, payload: Vec<u8>) -> Result<(), NetError> {
+        self.send_metered(to, payload, Meter::record_continuation)
     }
 
     fn recv(&self, from: PartyId) -> Result<Vec<u8>, NetError> {

@@ -300,6 +300,12 @@ impl Transport for TcpMesh {
         link.send(payload)
     }
 
+    fn send_continuation(&self, to: PartyId, payload: Vec<u8>) -> Result<(), NetError> {
+        let link = self.link(to)?;
+        self.meter.record_continuation(payload.len());
+        link.send(payload)
+    }
+
     fn recv(&self, from: PartyId) -> Result<Vec<u8>, NetError> {
         let msg = self.link(from)?.recv()?;
         self.meter.record_recv();

@@ -5,9 +5,9 @@
 //! sends after having received since its previous send: a protocol whose messages all go out
 //! before any reply is awaited costs one round, whatever its number of messages. A pipelined
 //! protocol that sends one logical message in pieces, interleaved with the pieces it receives,
-//! marks every piece after the first as a continuation ([`Meter::continue_message`]): the piece
-//! is counted in bytes and messages but not as a round, and does not end the receive phase that
-//! the next non-continuation send is counted against.
+//! sends every piece after the first as a continuation ([`Meter::record_continuation`]): the
+//! piece is counted in bytes and messages but not as a round, and does not end the receive phase
+//! that the next ordinary send is counted against.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -27,8 +27,6 @@ struct Inner {
     total: CostRecord,
     received_since_send: bool,
     ever_sent: bool,
-    /// The next send is a later piece of a message already counted (see the module docs).
-    continuing: bool,
 }
 
 /// The counters of one party.
@@ -67,10 +65,22 @@ impl Meter {
 
     /// Called by transports for every message sent.
     pub fn record_send(&self, bytes: usize) {
+        self.record(bytes, false);
+    }
+
+    /// Called by transports for a message sent as a later piece of a message this party began
+    /// sending in an earlier send (a pipelined protocol's piece whose contents depend on
+    /// nothing received since that message's round began): bytes and a message, never a round.
+    pub fn record_continuation(&self, bytes: usize) {
+        self.record(bytes, true);
+    }
+
+    fn record(&self, bytes: usize, continuation: bool) {
         let mut m = self.lock();
-        let continuing = std::mem::take(&mut m.continuing) && m.ever_sent;
-        let new_round = !continuing && (m.received_since_send || !m.ever_sent);
-        if !continuing {
+        // A continuation of nothing (the first send since a reset) is an ordinary send.
+        let continuation = continuation && m.ever_sent;
+        let new_round = !continuation && (m.received_since_send || !m.ever_sent);
+        if !continuation {
             m.received_since_send = false;
         }
         m.ever_sent = true;
@@ -86,13 +96,6 @@ impl Meter {
         if new_round {
             m.total.rounds += 1;
         }
-    }
-
-    /// Marks the next message this party sends as a later piece of a message it already began
-    /// sending in its current round: a pipelined protocol's piece whose contents depend on
-    /// nothing received since that round began. Counted in bytes and messages, never as a round.
-    pub fn continue_message(&self) {
-        self.lock().continuing = true;
     }
 
     /// Called by transports for every message received.
@@ -121,6 +124,5 @@ impl Meter {
         m.total = CostRecord::default();
         m.received_since_send = false;
         m.ever_sent = false;
-        m.continuing = false;
     }
 }

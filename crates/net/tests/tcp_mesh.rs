@@ -63,6 +63,15 @@ fn messages_round_trip_between_all_pairs_in_order_and_are_metered() {
                 let t = m.meter().total();
                 assert_eq!((t.bytes, t.messages, t.rounds), (35, 10, 1));
                 assert_eq!(m.meter().by_label()[0].0, "demo");
+                // A later piece of a message sent after receiving is not a new round; the
+                // next ordinary send is.
+                m.send_continuation(m.next(), vec![me as u8, 9]).unwrap();
+                assert_eq!(m.recv(m.prev()).unwrap(), vec![m.prev() as u8, 9]);
+                assert_eq!(m.meter().total().rounds, 1);
+                m.send(m.next(), vec![me as u8, 10]).unwrap();
+                assert_eq!(m.recv(m.prev()).unwrap(), vec![m.prev() as u8, 10]);
+                let t = m.meter().total();
+                assert_eq!((t.bytes, t.messages, t.rounds), (39, 12, 2));
             });
         }
     });

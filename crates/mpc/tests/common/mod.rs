@@ -25,6 +25,9 @@ impl Transport for Recording {
     fn send(&self, to: PartyId, payload: Vec<u8>) -> Result<(), NetError> {
         self.inner.send(to, payload)
     }
+    fn send_continuation(&self, to: PartyId, payload: Vec<u8>) -> Result<(), NetError> {
+        self.inner.send_continuation(to, payload)
+    }
     fn recv(&self, from: PartyId) -> Result<Vec<u8>, NetError> {
         let m = self.inner.recv(from)?;
         self.log.lock().unwrap().push((from, m.clone()));
