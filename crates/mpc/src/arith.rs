@@ -88,7 +88,7 @@ use ring::{gemm, matmul_dims, RingTensor};
 use crate::ashare::AShare;
 use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
-use crate::fused::{self, with_scratch, Cut, Frame, Fresh, FreshCut, FreshPiece, Parts};
+use crate::fused::{self, with_scratch, Cut, Frame, Fresh, FreshCut, FreshPiece};
 use crate::party::{Ctx, Party};
 use crate::wire::{check_len, decode_words, packed_len, split_frame, unpack_into};
 
@@ -321,16 +321,9 @@ fn pieces(n: usize) -> impl Iterator<Item = (usize, usize)> {
         .map(move |first| (first, PIECE.min(n - first)))
 }
 
-/// Cuts the next piece of `m` elements off the outputs `rest`; the last piece takes all that
-/// is left (with the partial last byte of packed fields).
-fn next_piece<P: Parts>(rest: &mut Option<P>, m: usize, last: bool) -> P {
-    let all = rest.take().expect("a piece after the last");
-    if last {
-        return all;
-    }
-    let (piece, after) = all.split_at(m);
-    *rest = Some(after);
-    piece
+/// The lengths of [`pieces`], to cut the vectors of a truncation with.
+fn piece_lens(n: usize) -> Vec<usize> {
+    pieces(n).map(|(_, m)| m).collect()
 }
 
 /// A product's local 3-out-of-3 share z, as the first pass over it finds it.
@@ -581,7 +574,8 @@ impl R12Stages<'_, '_> {
         };
         let k = 64 - d;
         let offset = 1u64 << (62 - d);
-        let mut y = Frame::new(if robust { packed_len(m, d) } else { 0 });
+        let narrow = if robust { packed_len(m, d) } else { 0 };
+        let mut y = Frame::new(narrow);
         let parts = (Cut::words(a), c.cut(), y.cut().packed(d));
         if self.role == 1 {
             let k1 = cx.prf_rel(1);
@@ -611,7 +605,6 @@ impl R12Stages<'_, '_> {
                 });
             });
         } else {
-            let narrow = if robust { packed_len(m, d) } else { 0 };
             let frame = cx.recv(0)?;
             let from0 = split_frame(cx.label, cx.abs(0), &frame, &[8 * m, narrow])?;
             fused::run(m, parts, &|at, len, (a, c, y)| {
@@ -762,13 +755,20 @@ impl Party {
         };
         let offset = (1u64 << 62) + centre;
         let mut delta = Fresh::new(n);
-        let mut rest = Some((v.cut(), delta.cut()));
-        for (first, m) in pieces(n) {
-            let piece = next_piece(&mut rest, m, first + m == n);
+        let lens = piece_lens(n);
+        let all = pieces(n)
+            .zip(v.pieces(&lens))
+            .zip(delta.pieces(lens.iter().copied()));
+        for (j, (((first, m), mut v_piece), mut delta_piece)) in all.enumerate() {
             let narrow = if robust { packed_len(m, d) } else { 0 };
             let mut frame = Frame::new(8 * m + narrow);
             let (c0_bytes, mu_bytes) = frame.cut().split_bytes(8 * m);
-            let parts = (piece.0, piece.1, c0_bytes.words(), mu_bytes.packed(d));
+            let parts = (
+                v_piece.cut(),
+                delta_piece.cut(),
+                c0_bytes.words(),
+                mu_bytes.packed(d),
+            );
             fused::run(m, parts, &|at, len, (b, delta, c0, mu)| {
                 let start = first + at;
                 let b = b.z(start, terms);
@@ -802,9 +802,11 @@ impl Party {
                 }
                 c0.put_words(b);
             });
+            v_piece.into_written();
+            delta_piece.into_written();
             // Each piece goes out as soon as it is ready, so that R2 starts on it while R0
             // computes the next.
-            cx.send_piece(2, first / PIECE, frame.into_vec())?;
+            cx.send_piece(2, j, frame.into_vec())?;
         }
         Ok(AShare::new_unchecked(
             cx.id(),
@@ -842,7 +844,7 @@ impl Party {
         let role = cx.role();
         let other = 3 - role;
         let robust = method == TruncMethod::Robust;
-        let lens: Vec<usize> = pieces(n).map(|(_, m)| m).collect();
+        let lens = piece_lens(n);
         let mut c_r0 = Fresh::new(n);
         {
             let stage = R12Stages {
