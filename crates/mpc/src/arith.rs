@@ -67,7 +67,7 @@
 //! Every per-element step above (PRF draws, shifts, the packing of μ and y, the bytes of the
 //! outgoing frames) runs in fused chunked passes (`crate::fused`): a 1M-element product touches
 //! each of its vectors about once and allocates no full-length temporary. Every message goes
-//! out in pieces (`PIECE` elements) as its pass makes them, and R1 and R2 pipeline their
+//! out in pieces (`fused::PIECE` elements) as its pass makes them, and R1 and R2 pipeline their
 //! passes over the pieces (`R12Stages`): a piece's next pass runs as soon as the other
 //! party's piece is in, while the piece is still in cache, and the passes of the next piece
 //! fill the wait. Same bytes and rounds: a message's later pieces are metered as its
@@ -88,7 +88,9 @@ use ring::{gemm, matmul_dims, RingTensor};
 use crate::ashare::AShare;
 use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
-use crate::fused::{self, with_scratch, Cut, Frame, Fresh, FreshCut, FreshPiece};
+use crate::fused::{
+    self, piece_lens, pieces, with_scratch, Cut, Frame, Fresh, FreshCut, FreshPiece,
+};
 use crate::party::{Ctx, Party};
 use crate::wire::{check_len, decode_words, packed_len, split_frame, unpack_into};
 
@@ -306,24 +308,6 @@ fn narrow_chunk<'b>(
         // endian; both parties read the same lanes either way).
         Lanes::Narrow(bytemuck::cast_slice(buf))
     }
-}
-
-/// Elements per piece of a truncation's messages (module docs): small enough that a piece's
-/// vectors stay in cache between its passes and that R2 starts on R0's output early, large
-/// enough that the per-message costs (a frame, two thread wake-ups) stay small. A multiple of
-/// 64, so that every piece but the last packs its d-bit fields into whole bytes.
-const PIECE: usize = 1 << 17;
-
-/// The pieces (first element, length) of an n-element truncation output.
-fn pieces(n: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..n.max(1))
-        .step_by(PIECE)
-        .map(move |first| (first, PIECE.min(n - first)))
-}
-
-/// The lengths of [`pieces`], to cut the vectors of a truncation with.
-fn piece_lens(n: usize) -> Vec<usize> {
-    pieces(n).map(|(_, m)| m).collect()
 }
 
 /// A product's local 3-out-of-3 share z, as the first pass over it finds it.

@@ -149,8 +149,11 @@ impl Party {
     }
 
     /// b * x for a shared bit per element of x (no truncation: the result has x's scale).
-    /// Cost: [`mux_cost`]. Each party's work is one fused pass before it sends (PRF words drawn
-    /// a chunk at a time) and, at R1 and R2, one in-place pass after it receives.
+    /// Cost: [`mux_cost`]. Pipelined like a truncation (`crate::arith`): every message goes
+    /// out in pieces ([`fused::pieces`]) as its pass makes them, so R1 and R2 start on R0's
+    /// first piece while R0 computes the next, and each swaps its piece j and finishes piece
+    /// j - 1 while the piece is still in cache. Same bytes and rounds as whole messages (later
+    /// pieces are continuations).
     pub fn mux(&self, b: &BShare, x: &AShare) -> Result<AShare> {
         let cx = self.begin("mux");
         let n = x.len();
@@ -163,36 +166,39 @@ impl Party {
             let (b0, b1) = (b.comp(cx.abs(0)), b.comp(cx.abs(1)));
             let (x0, x1) = (x.comp(cx.abs(0)).data(), x.comp(cx.abs(1)).data());
             let (key_rho, key_mu) = (cx.prf_rel(1), cx.prf_rel(0));
-            let (mut to_r2, mut to_r1) = (Frame::new(8 * n), Frame::new(8 * n));
-            let frames = (to_r2.cut().words(), to_r1.cut().words());
-            fused::run(n, frames, &|start, len, (u0_out, z_out)| {
-                fused::with_scratch(2 * len, |buf| {
-                    let (rho, mu) = buf.split_at_mut(len);
-                    key_rho.fill_at(nonce, P_RHO, start, rho);
-                    key_mu.fill_at(nonce, P_MU, start, mu);
-                    // 64 elements per word of the bit planes (`start` is a multiple of 64).
-                    let r = start..start + len;
-                    let planes = b0[start / 64..].iter().zip(&b1[start / 64..]);
-                    let groups = rho.chunks_mut(64).zip(mu.chunks_mut(64));
-                    let groups = groups.zip(x0[r.clone()].chunks(64)).zip(x1[r].chunks(64));
-                    for ((((rho, mu), x0), x1), (w0, w1)) in groups.zip(planes) {
-                        let bits = w0 ^ w1;
-                        let elems = rho.iter_mut().zip(mu.iter_mut()).zip(x0).zip(x1);
-                        for (j, (((r, m), &a), &b)) in elems.enumerate() {
-                            let u0 = ((bits >> j) & 1).wrapping_sub(*r);
-                            let z0 = u0
-                                .wrapping_mul(a.wrapping_add(b))
-                                .wrapping_add(r.wrapping_mul(a));
-                            *m = z0.wrapping_add(*m);
-                            *r = u0;
+            for (j, (first, m)) in fused::pieces(n).enumerate() {
+                let (mut to_r2, mut to_r1) = (Frame::new(8 * m), Frame::new(8 * m));
+                let frames = (to_r2.cut().words(), to_r1.cut().words());
+                fused::run(m, frames, &|at, len, (u0_out, z_out)| {
+                    let start = first + at;
+                    fused::with_scratch(2 * len, |buf| {
+                        let (rho, mu) = buf.split_at_mut(len);
+                        key_rho.fill_at(nonce, P_RHO, start, rho);
+                        key_mu.fill_at(nonce, P_MU, start, mu);
+                        // 64 elements per word of the bit planes (`start` is a multiple of 64).
+                        let r = start..start + len;
+                        let planes = b0[start / 64..].iter().zip(&b1[start / 64..]);
+                        let groups = rho.chunks_mut(64).zip(mu.chunks_mut(64));
+                        let groups = groups.zip(x0[r.clone()].chunks(64)).zip(x1[r].chunks(64));
+                        for ((((rho, mu), x0), x1), (w0, w1)) in groups.zip(planes) {
+                            let bits = w0 ^ w1;
+                            let elems = rho.iter_mut().zip(mu.iter_mut()).zip(x0).zip(x1);
+                            for (j, (((r, m), &a), &b)) in elems.enumerate() {
+                                let u0 = ((bits >> j) & 1).wrapping_sub(*r);
+                                let z0 = u0
+                                    .wrapping_mul(a.wrapping_add(b))
+                                    .wrapping_add(r.wrapping_mul(a));
+                                *m = z0.wrapping_add(*m);
+                                *r = u0;
+                            }
                         }
-                    }
-                    u0_out.put_words(rho);
-                    z_out.put_words(mu);
+                        u0_out.put_words(rho);
+                        z_out.put_words(mu);
+                    });
                 });
-            });
-            cx.send(2, to_r2.into_vec())?;
-            cx.send(1, to_r1.into_vec())?;
+                cx.send_piece(2, j, to_r2.into_vec())?;
+                cx.send_piece(1, j, to_r1.into_vec())?;
+            }
             return Ok(AShare::new_unchecked(
                 me,
                 t(cx.draw_comp(0, P_C0, n))?,
@@ -202,8 +208,6 @@ impl Party {
         let role = cx.role();
         let other = 3 - role;
         let w = b.comp(cx.abs(2));
-        let from_r0 = cx.recv(0)?;
-        check_words("mux", cx.abs(0), &from_r0, n)?;
         // R1 holds x_1, x_2 and ρ, gets z_0 + μ; R2 holds x_2, x_0 and μ, gets u0.
         let (xa, xb) = (
             x.comp(cx.abs(role)).data(),
@@ -220,50 +224,77 @@ impl Party {
             (cx.prf_rel(0), P_C0)
         };
         let (mut mask, mut mine) = (Fresh::new(n), Fresh::new(n));
-        let mut to_other = Frame::new(8 * n);
-        let parts = (mask.cut(), mine.cut(), to_other.cut().words());
-        fused::run(n, parts, &|start, len, (mask, mine, out)| {
-            fused::with_scratch(2 * len, |buf| {
-                let (big_t, m) = buf.split_at_mut(len);
-                key_pad.fill_at(nonce, pad_purpose, start, big_t);
-                // 64 elements per word of the bit plane (`start` is a multiple of 64).
-                let r = start..start + len;
-                let got = from_r0[8 * start..8 * (start + len)].chunks(8 * 64);
-                let groups = big_t.chunks_mut(64).zip(got);
-                let groups = groups.zip(xa[r.clone()].chunks(64)).zip(xb[r].chunks(64));
-                for ((((big_t, got), xa), xb), &w) in groups.zip(&w[start / 64..]) {
-                    let elems = big_t.iter_mut().zip(got.chunks_exact(8)).zip(xa).zip(xb);
-                    for (j, (((v, got), &a), &b)) in elems.enumerate() {
-                        let got = u64::from_le_bytes(got.try_into().expect("8 bytes"));
-                        let (z, wx) = if role == 1 {
-                            let s = a.wrapping_add(b);
-                            (got.wrapping_add(v.wrapping_mul(s)), s)
-                        } else {
-                            (got.wrapping_mul(a).wrapping_sub(*v), b)
-                        };
-                        let we = (w >> j) & 1;
-                        *v = 1u64
-                            .wrapping_sub(we << 1)
-                            .wrapping_mul(z)
-                            .wrapping_add(we.wrapping_mul(wx));
+        {
+            let lens = fused::piece_lens(n);
+            let mut todo = fused::pieces(n)
+                .zip(mask.pieces(lens.iter().copied()))
+                .zip(mine.pieces(lens.iter().copied()))
+                .enumerate();
+            // Pieces swapped and waiting for the other's term: piece j finishes after piece
+            // j + 1 went out.
+            let mut swapped = std::collections::VecDeque::new();
+            for step in 0..=lens.len() {
+                if let Some((j, (((first, m), mut mask_piece), mut mine_piece))) = todo.next() {
+                    let from_r0 = cx.recv(0)?;
+                    check_words("mux", cx.abs(0), &from_r0, m)?;
+                    let mut to_other = Frame::new(8 * m);
+                    let parts = (mask_piece.cut(), mine_piece.cut(), to_other.cut().words());
+                    fused::run(m, parts, &|at, len, (mask, mine, out)| {
+                        let start = first + at;
+                        fused::with_scratch(2 * len, |buf| {
+                            let (big_t, m) = buf.split_at_mut(len);
+                            key_pad.fill_at(nonce, pad_purpose, start, big_t);
+                            // 64 elements per word of the bit plane (`start` is a multiple of 64).
+                            let r = start..start + len;
+                            let got = from_r0[8 * at..8 * (at + len)].chunks(8 * 64);
+                            let groups = big_t.chunks_mut(64).zip(got);
+                            let groups = groups.zip(xa[r.clone()].chunks(64)).zip(xb[r].chunks(64));
+                            for ((((big_t, got), xa), xb), &w) in groups.zip(&w[start / 64..]) {
+                                let elems =
+                                    big_t.iter_mut().zip(got.chunks_exact(8)).zip(xa).zip(xb);
+                                for (j, (((v, got), &a), &b)) in elems.enumerate() {
+                                    let got = u64::from_le_bytes(got.try_into().expect("8 bytes"));
+                                    let (z, wx) = if role == 1 {
+                                        let s = a.wrapping_add(b);
+                                        (got.wrapping_add(v.wrapping_mul(s)), s)
+                                    } else {
+                                        (got.wrapping_mul(a).wrapping_sub(*v), b)
+                                    };
+                                    let we = (w >> j) & 1;
+                                    *v = 1u64
+                                        .wrapping_sub(we << 1)
+                                        .wrapping_mul(z)
+                                        .wrapping_add(we.wrapping_mul(wx));
+                                }
+                            }
+                            key_mask.fill_at(nonce, mask_purpose, start, m);
+                            let m = mask.init(m.iter().copied());
+                            let v = mine
+                                .init(big_t.iter().zip(m.iter()).map(|(a, m)| a.wrapping_sub(*m)));
+                            out.put_words(v);
+                        });
+                    });
+                    cx.send_piece(other, j, to_other.into_vec())?;
+                    mask_piece.into_written();
+                    swapped.push_back((m, mine_piece.into_written()));
+                }
+                if step >= 1 {
+                    if let Some((m, c2)) = swapped.pop_front() {
+                        let theirs = cx.recv(other)?;
+                        check_words("mux", cx.abs(other), &theirs, m)?;
+                        fused::run(m, Cut::words(c2), &|at, len, c| {
+                            let theirs = theirs[8 * at..8 * (at + len)].chunks_exact(8);
+                            for (v, t) in c.data.iter_mut().zip(theirs) {
+                                *v = v.wrapping_add(u64::from_le_bytes(
+                                    t.try_into().expect("8 bytes"),
+                                ));
+                            }
+                        });
                     }
                 }
-                key_mask.fill_at(nonce, mask_purpose, start, m);
-                let m = mask.init(m.iter().copied());
-                let v = mine.init(big_t.iter().zip(m.iter()).map(|(a, m)| a.wrapping_sub(*m)));
-                out.put_words(v);
-            });
-        });
-        cx.send(other, to_other.into_vec())?;
-        let theirs = cx.recv(other)?;
-        check_words("mux", cx.abs(other), &theirs, n)?;
-        let (mask, mut c2) = (mask.into_vec(), mine.into_vec());
-        fused::run(n, Cut::words(&mut c2[..]), &|start, len, c| {
-            let theirs = theirs[8 * start..8 * (start + len)].chunks_exact(8);
-            for (v, t) in c.data.iter_mut().zip(theirs) {
-                *v = v.wrapping_add(u64::from_le_bytes(t.try_into().expect("8 bytes")));
             }
-        });
+        }
+        let (mask, c2) = (mask.into_vec(), mine.into_vec());
         if role == 1 {
             Ok(AShare::new_unchecked(me, t(mask)?, t(c2)?))
         } else {

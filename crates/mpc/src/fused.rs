@@ -99,6 +99,25 @@ pub(crate) fn with_scratch<R>(words: usize, f: impl FnOnce(&mut [u64]) -> R) -> 
     })
 }
 
+/// Elements per piece of a pipelined protocol's messages (the truncations of `crate::arith`,
+/// the multiplexer): small enough that a piece's vectors stay in cache between its passes and
+/// that the receiver starts on a message early, large enough that the per-message costs (a
+/// frame, two thread wake-ups) stay small. A multiple of 64, so that every piece but the last
+/// packs d-bit fields into whole bytes and starts at a word of a bit plane.
+pub(crate) const PIECE: usize = 1 << 17;
+
+/// The pieces (first element, length) of an n-element message.
+pub(crate) fn pieces(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n.max(1))
+        .step_by(PIECE)
+        .map(move |first| (first, PIECE.min(n - first)))
+}
+
+/// The lengths of [`pieces`], to cut a protocol's vectors with.
+pub(crate) fn piece_lens(n: usize) -> Vec<usize> {
+    pieces(n).map(|(_, m)| m).collect()
+}
+
 /// `n` items of a new vector that passes write before anyone reads them, counted as they are
 /// written: the storage of [`Fresh`] (words) and [`Frame`] (bytes).
 struct Unwritten<T> {

@@ -397,43 +397,60 @@ fn a2b_gives_every_bit() {
 }
 
 /// The mux's fused passes on a length that spans many chunks, runs on both cores and ends in a
-/// partial chunk, once in each helper rotation.
+/// partial chunk, once in each helper rotation; and its pipelined messages over several pieces
+/// (300,037: two whole pieces of 2^17 and a ragged third) at exactly the stated cost.
 #[test]
-fn mux_over_many_chunks_in_every_rotation() {
+fn mux_over_many_chunks_and_pieces_in_every_rotation() {
     let mut r = rng(81);
-    let n = 40_000 + 37;
-    let a = normal(&mut r, n, 5.0);
-    let b = normal(&mut r, n, 5.0);
-    let (ea, eb) = (encode(&[n], &a), encode(&[n], &b));
-    let outs = run(
-        cfg(TruncMethod::Robust),
-        &[ea.clone(), eb.clone()],
-        |p, s| {
-            let sa = p.msb(&s[0])?;
-            (0..3)
-                .map(|_| p.mux(&sa, &s[1]))
-                .collect::<mpc::Result<Vec<_>>>()
-        },
-    );
-    let want: Vec<u64> = (0..n)
-        .map(|i| {
-            if ea.data()[i] >> 63 == 1 {
-                eb.data()[i]
-            } else {
-                0
-            }
-        })
-        .collect();
-    for k in 0..3 {
-        let parts: Vec<_> = outs
-            .iter()
-            .map(|o| mpc::OutputShare::of(&o.value[k]))
-            .collect();
-        assert_eq!(
-            mpc::reconstruct(&parts).unwrap().data(),
-            &want[..],
-            "mux #{k}"
+    for n in [40_000 + 37, 300_037] {
+        let a = normal(&mut r, n, 5.0);
+        let b = normal(&mut r, n, 5.0);
+        let (ea, eb) = (encode(&[n], &a), encode(&[n], &b));
+        let outs = run(
+            cfg(TruncMethod::Robust),
+            &[ea.clone(), eb.clone()],
+            |p, s| {
+                let sa = p.msb(&s[0])?;
+                (0..3)
+                    .map(|_| {
+                        p.meter().reset();
+                        let h = (p.peek_nonce() % 3) as usize;
+                        let v = p.mux(&sa, &s[1])?;
+                        let t = p.meter().total();
+                        Ok((v, h, t.bytes, t.rounds))
+                    })
+                    .collect::<mpc::Result<Vec<_>>>()
+            },
         );
+        let want: Vec<u64> = (0..n)
+            .map(|i| {
+                if ea.data()[i] >> 63 == 1 {
+                    eb.data()[i]
+                } else {
+                    0
+                }
+            })
+            .collect();
+        for k in 0..3 {
+            let parts: Vec<_> = outs
+                .iter()
+                .map(|o| mpc::OutputShare::of(&o.value[k].0))
+                .collect();
+            assert_eq!(
+                mpc::reconstruct(&parts).unwrap().data(),
+                &want[..],
+                "mux #{k} of {n}"
+            );
+            let h = outs[0].value[k].1;
+            for (p, o) in outs.iter().enumerate() {
+                let (_, _, bytes, rounds) = o.value[k];
+                assert_eq!(
+                    (bytes, rounds),
+                    mux_cost(n).for_party(p, h),
+                    "mux #{k} of {n} at P{p}"
+                );
+            }
+        }
     }
 }
 
