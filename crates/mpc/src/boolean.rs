@@ -23,8 +23,9 @@ use ring::RingTensor;
 
 use crate::arith::Cost;
 use crate::ashare::AShare;
-use crate::bshare::{to_planes, words_for, BShare};
+use crate::bshare::{words_for, BShare, PlaneCut};
 use crate::error::{MpcError, Result};
+use crate::fused;
 use crate::party::{Ctx, Party};
 use crate::wire::{check_words, decode_words, encode_words, word_at};
 
@@ -133,6 +134,20 @@ pub fn and_cost(n: usize, bits: usize) -> Cost {
     }
 }
 
+/// How the adder of [`Party::msb_bits_of`] moves its input first: x + `add`, then each
+/// component shifted right by `shift` bits (their sum is then floor((x + add) / 2^shift) minus a
+/// carry of 0, 1 or 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignInput {
+    pub add: u64,
+    pub shift: u32,
+}
+
+impl SignInput {
+    /// x itself.
+    pub const AS_IS: SignInput = SignInput { add: 0, shift: 0 };
+}
+
 impl Party {
     /// ANDs of plane pairs, all in one message: z_i = x_i y_i ^ x_i y_{i+1} ^ x_{i+1} y_i ^ α_i,
     /// sent to P_{i-1}. Opened: z_{i+1} to P_i, masked by the XOR-zero-share component
@@ -187,23 +202,42 @@ impl Party {
         ))
     }
 
-    /// The generate-propagate planes of v + w for the low `bits` bits (see the module docs).
-    /// Returns (P for all `bits` planes, G for planes 0..bits-1).
-    fn adder_inputs(&self, cx: &Ctx<'_>, x: &AShare, bits: usize) -> Result<(Flat, Flat)> {
+    /// The generate-propagate planes of v + w for the low `bits` bits (see the module docs),
+    /// where x's components are first moved by `input` (each component's values bit-sliced in
+    /// one pass on all cores, never stored whole). Returns (P for all `bits` planes, G for
+    /// planes 0..bits-1).
+    fn adder_inputs(
+        &self,
+        cx: &Ctx<'_>,
+        x: &AShare,
+        input: SignInput,
+        bits: usize,
+    ) -> Result<(Flat, Flat)> {
         let n = x.len();
         let w = words_for(n);
         let gl = (bits - 1) * w;
         let role = cx.role();
+        let SignInput { add, shift } = input;
+        // The constant goes to component 0 (as `AShare::add_scalar` puts it).
+        let moved = |comp: usize| {
+            let c = if comp == 0 { add } else { 0 };
+            move |v: u64| v.wrapping_add(c) >> shift
+        };
+        let mut planes = vec![0u64; bits * w];
         if role == 0 {
-            let v: Vec<u64> = x
-                .comp(cx.abs(0))
-                .data()
-                .iter()
-                .zip(x.comp(cx.abs(1)).data())
-                .map(|(a, b)| a.wrapping_add(*b))
-                .collect();
+            let (c0, c1) = (cx.abs(0), cx.abs(1));
+            let (x0, x1, m0, m1) = (x.comp(c0).data(), x.comp(c1).data(), moved(c0), moved(c1));
+            fused::run(n, PlaneCut::new(&mut planes, w), &|start, len, mut out| {
+                fused::with_scratch(len, |v| {
+                    let r = start..start + len;
+                    for ((v, &a), &b) in v.iter_mut().zip(&x0[r.clone()]).zip(&x1[r]) {
+                        *v = m0(a).wrapping_add(m1(b));
+                    }
+                    out.put(v);
+                })
+            });
             let rho = cx.draw_comp(1, P_RHO, bits * w);
-            let mut b0 = to_planes(&v, bits);
+            let mut b0 = planes;
             b0.iter_mut().zip(&rho).for_each(|(a, r)| *a ^= r);
             cx.send(2, encode_words(&b0))?;
             let p = Flat {
@@ -218,7 +252,16 @@ impl Party {
             };
             return Ok((p, g));
         }
-        let wp = to_planes(x.comp(cx.abs(2)).data(), bits);
+        let (x2, m2) = (x.comp(cx.abs(2)).data(), moved(cx.abs(2)));
+        fused::run(n, PlaneCut::new(&mut planes, w), &|start, len, mut out| {
+            fused::with_scratch(len, |v| {
+                for (v, &a) in v.iter_mut().zip(&x2[start..start + len]) {
+                    *v = m2(a);
+                }
+                out.put(v);
+            })
+        });
+        let wp = planes;
         let other = 3 - role;
         // My G term: R1 has ρ & w, R2 has b0 & w (b0 from R0), masked by the component I share
         // with R0.
@@ -319,11 +362,18 @@ impl Party {
     /// Boolean share of bit `bits - 1` of x mod 2^bits: the sign of x when |x| < 2^(bits-1).
     /// Cost: [`msb_cost`].
     pub fn msb_bits(&self, x: &AShare, bits: usize) -> Result<BShare> {
+        self.msb_bits_of(x, SignInput::AS_IS, bits)
+    }
+
+    /// [`Party::msb_bits`] of x moved by `input` (x + c with every component then shifted
+    /// right, as `AShare::add_scalar_shifted` does), without forming the moved share: the
+    /// reduced-width comparisons of the nonlinear functions. Same cost.
+    pub fn msb_bits_of(&self, x: &AShare, input: SignInput, bits: usize) -> Result<BShare> {
         let cx = self.begin("msb");
         check_width("msb", bits)?;
         let n = x.len();
         let w = words_for(n);
-        let (p, g) = self.adder_inputs(&cx, x, bits)?;
+        let (p, g) = self.adder_inputs(&cx, x, input, bits)?;
         // Leaves 0..bits-1: G planes as they are; leaf j's P is plane j of `p` (p_base = 1).
         let mut top = Flat::empty(w, 1);
         let p_top = p.plane(bits - 1);
@@ -380,7 +430,7 @@ impl Party {
         check_width("a2b", bits)?;
         let n = x.len();
         let w = words_for(n);
-        let (p, mut g) = self.adder_inputs(&cx, x, bits)?;
+        let (p, mut g) = self.adder_inputs(&cx, x, SignInput::AS_IS, bits)?;
         let leaves = bits - 1;
         // ps: current group propagate of planes 0..leaves (plane 0 unused).
         let mut ps = Flat {
@@ -480,7 +530,7 @@ impl Party {
         check_width("a2b", bits)?;
         let n = x.len();
         let w = words_for(n);
-        let (p, g) = self.adder_inputs(&cx, x, bits)?;
+        let (p, g) = self.adder_inputs(&cx, x, SignInput::AS_IS, bits)?;
         let leaves = bits - 1;
         let plane = |f: &Flat, j: usize| (f.plane(j).mine.to_vec(), f.plane(j).next.to_vec());
         let mut gs: Vec<(Vec<u64>, Vec<u64>)> = (0..leaves).map(|j| plane(&g, j)).collect();

@@ -74,6 +74,65 @@ unsafe fn to_planes_avx2(vals: &[u64], bits: usize, out: &mut [u64]) {
     to_planes_impl(vals, bits, out)
 }
 
+/// The planes of a new bit-sliced tensor as one output of a fused pass (`crate::fused::run`):
+/// the pass hands each chunk's values to [`PlaneCut::put`], which transposes them into the
+/// chunk's words of every plane, so the values are never stored whole.
+pub(crate) struct PlaneCut<'a> {
+    planes: Vec<&'a mut [u64]>,
+}
+
+impl<'a> PlaneCut<'a> {
+    /// `out` holds the planes of `words` words each, plane-major.
+    pub fn new(out: &'a mut [u64], words: usize) -> Self {
+        PlaneCut {
+            planes: out.chunks_mut(words.max(1)).collect(),
+        }
+    }
+
+    /// Writes the low bits of the chunk's values (as many as the chunk has elements).
+    pub fn put(&mut self, vals: &[u64]) {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present.
+            unsafe { put_planes_avx2(vals, &mut self.planes) };
+            return;
+        }
+        put_planes(vals, &mut self.planes)
+    }
+}
+
+impl crate::fused::Parts for PlaneCut<'_> {
+    /// `elem` is a multiple of 64 (a chunk boundary): one word of each plane per 64 elements.
+    fn split_at(self, elem: usize) -> (Self, Self) {
+        let (mut lo, mut hi) = (Vec::new(), Vec::new());
+        for plane in self.planes {
+            let (a, b) = plane.split_at_mut((elem / 64).min(plane.len()));
+            lo.push(a);
+            hi.push(b);
+        }
+        (PlaneCut { planes: lo }, PlaneCut { planes: hi })
+    }
+}
+
+#[inline(always)]
+fn put_planes(vals: &[u64], planes: &mut [&mut [u64]]) {
+    let mut blk = [0u64; 64];
+    for (b, chunk) in vals.chunks(64).enumerate() {
+        blk[..chunk.len()].copy_from_slice(chunk);
+        blk[chunk.len()..].fill(0);
+        transpose64(&mut blk);
+        for (plane, &w) in planes.iter_mut().zip(&blk) {
+            plane[b] = w;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn put_planes_avx2(vals: &[u64], planes: &mut [&mut [u64]]) {
+    put_planes(vals, planes)
+}
+
 /// Bit-slice `vals`: the low `bits` bits of each value into `bits` planes (plane-major).
 pub fn to_planes(vals: &[u64], bits: usize) -> Vec<u64> {
     let mut out = vec![0u64; bits * words_for(vals.len())];

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use mpc::arith::{product_cost, trunc_cost};
-use mpc::boolean::{and_cost, msb_cost};
+use mpc::boolean::{and_cost, msb_cost, SignInput};
 use mpc::convert::{b2a_cost, mux_cost};
 use mpc::{Cost, TruncMethod};
 use rand::Rng;
@@ -356,6 +356,40 @@ fn msb_and_comparisons_are_exact() {
     });
     let want0: Vec<u64> = ea.data().iter().map(|&x| ((x as i64) < 0) as u64).collect();
     assert_eq!(open_bits(&outs), want0);
+}
+
+/// The reduced-width sign test on a moved input (x - c, each component shifted right), as the
+/// nonlinear functions' thresholds use it: the adder that moves x while it bit-slices it (in
+/// parallel chunks, on a length that ends in a partial word) gives exactly the bits of the
+/// moved share formed first, at the stated cost, and they are [x < c] outside the resolution.
+#[test]
+fn msb_of_a_moved_input_matches_the_moved_share() {
+    let mut r = rng(61);
+    let n = 70_001;
+    let x = normal(&mut r, n, 10.0);
+    let ex = encode(&[n], &x);
+    let (c, shift, bits) = (-3.25f64, 14u32, 12usize);
+    let add = ((c * 2f64.powi(18)).round() as i64 as u64).wrapping_neg();
+    let input = SignInput { add, shift };
+    let outs = run(
+        cfg(TruncMethod::Robust),
+        std::slice::from_ref(&ex),
+        |p, s| p.msb_bits_of(&s[0], input, bits),
+    );
+    assert_cost(&outs, msb_cost(n, bits));
+    let fused = open_bits(&outs);
+    let outs = run(
+        cfg(TruncMethod::Robust),
+        std::slice::from_ref(&ex),
+        |p, s| p.msb_bits(&s[0].add_scalar_shifted(add, shift), bits),
+    );
+    assert_eq!(fused, open_bits(&outs));
+    // One unit after the shift is 2^-4; the carry moves the sum by at most two of them.
+    for (i, (&v, &bit)) in x.iter().zip(&fused).enumerate() {
+        if (v - c).abs() > 0.2 {
+            assert_eq!(bit, (v < c) as u64, "element {i}: {v} against {c}");
+        }
+    }
 }
 
 #[test]

@@ -19,6 +19,7 @@ use ring::RingTensor;
 use super::ops::{Coef, Fma, FxpOps, Pow2Layout, Result, Threshold};
 use super::NonlinearError;
 use crate::arith::Terms;
+use crate::boolean::SignInput;
 use crate::bshare::{from_planes, to_planes, BShare};
 use crate::config::TruncMethod;
 use crate::fused::{self, Fresh};
@@ -469,28 +470,35 @@ impl FxpOps for Secure<'_> {
     fn less_than(&self, jobs: &[(&AShare, Threshold)]) -> Result<Vec<BShare>> {
         // Jobs of the same width share one call.
         let f = self.party.frac_bits();
-        let prepared: Vec<(AShare, usize)> = jobs
+        let inputs: Vec<(SignInput, usize)> = jobs
             .iter()
-            .map(|(x, t)| reduced_sign_input(x, t, f, self.raw(t.below)))
-            .collect::<Result<_>>()?;
+            .map(|(_, t)| sign_input(t, f, self.raw(t.below)))
+            .collect();
         let mut out: Vec<Option<BShare>> = vec![None; jobs.len()];
-        let mut widths: Vec<usize> = prepared.iter().map(|p| p.1).collect();
+        let mut widths: Vec<usize> = inputs.iter().map(|p| p.1).collect();
         widths.sort_unstable();
         widths.dedup();
         for w in widths {
-            let members: Vec<usize> = (0..jobs.len()).filter(|&j| prepared[j].1 == w).collect();
+            let members: Vec<usize> = (0..jobs.len()).filter(|&j| inputs[j].1 == w).collect();
             if let [j] = members[..] {
-                // A width of its own: the bits are the answer as they are.
-                out[j] = Some(self.party.msb_bits(&prepared[j].0, w)?);
+                // A width of its own: the bits are the answer as they are, and the adder moves
+                // the input as it reads it.
+                out[j] = Some(self.party.msb_bits_of(jobs[j].0, inputs[j].0, w)?);
                 continue;
             }
-            let parts: Vec<&AShare> = members.iter().map(|&j| &prepared[j].0).collect();
-            let all = AShare::concat(&parts, 0)?;
+            let moved: Vec<AShare> = members
+                .iter()
+                .map(|&j| {
+                    let SignInput { add, shift } = inputs[j].0;
+                    jobs[j].0.add_scalar_shifted(add, shift)
+                })
+                .collect();
+            let all = AShare::concat(&moved.iter().collect::<Vec<_>>(), 0)?;
             let bits = self.party.msb_bits(&all, w)?;
             let (m, nx) = bit_values(&bits);
             let mut start = 0;
-            for &j in &members {
-                let len = prepared[j].0.len();
+            for (&j, x) in members.iter().zip(&moved) {
+                let len = x.len();
                 out[j] = Some(bits_from_values(
                     self.party.id(),
                     &m[start..start + len],
@@ -547,20 +555,18 @@ impl FxpOps for Secure<'_> {
     }
 }
 
-/// The input of the reduced-width sign test for `x < threshold`: `x - below` with its `dropped`
-/// low bits removed from each component (the components then sum to floor((x - below) / 2^dropped)
-/// minus a carry of 0, 1 or 2), and the width of the sign test.
-fn reduced_sign_input(
-    x: &AShare,
-    t: &Threshold,
-    f: u32,
-    below_raw: u64,
-) -> Result<(AShare, usize)> {
-    let (dropped, width) = t.sign_width(f);
-    Ok((
-        x.add_scalar_shifted(below_raw.wrapping_neg(), dropped),
+/// How the reduced-width sign test for `x < threshold` moves x: `x - below` with its low bits
+/// (below the threshold's resolution) removed from each component (the components then sum to
+/// floor((x - below) / 2^shift) minus a carry of 0, 1 or 2), and the width of the sign test.
+fn sign_input(t: &Threshold, f: u32, below_raw: u64) -> (SignInput, usize) {
+    let (shift, width) = t.sign_width(f);
+    (
+        SignInput {
+            add: below_raw.wrapping_neg(),
+            shift,
+        },
         width,
-    ))
+    )
 }
 
 /// PRF purpose of the injection's masks (clear of the core's purposes 0..16).
