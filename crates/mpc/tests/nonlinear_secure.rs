@@ -55,15 +55,16 @@ fn bound(function: &str) -> f64 {
     }
 }
 
-/// Where the default methods compare with a reduced-width (fuzzy) comparison.
-fn fuzzy_cuts(function: &str) -> &'static [f64] {
+/// Where the default methods compare with a reduced-width (fuzzy) comparison, and how close to
+/// a cut an input may go either way (the comparison's resolution).
+fn fuzzy_cuts(function: &str) -> (&'static [f64], f64) {
     match function {
-        "exp" => &[-14.0],
-        "sigmoid" => &[-8.0, 0.0, 8.0],
-        "tanh" => &[-4.0, 0.0, 4.0],
-        "silu" => &[-9.0, 0.0, 9.0],
-        "gelu" => &[-3.5, 0.0, 3.5],
-        _ => &[],
+        "exp" => (&[-14.0], mpc::nonlinear::exp::MASK_RESOLUTION),
+        "sigmoid" => (&[-8.0, 0.0, 8.0], 0.125),
+        "tanh" => (&[-4.0, 0.0, 4.0], 0.125),
+        "silu" => (&[-9.0, 0.0, 9.0], 0.125),
+        "gelu" => (&[-3.5, 0.0, 3.5], 0.125),
+        _ => (&[], 0.0),
     }
 }
 
@@ -85,7 +86,8 @@ fn default_methods_meet_their_bounds_and_match_their_twins() {
         // within the resolution of a reduced-width comparison, where either side of the cut is
         // right to within the function's error bound (so the two differ by up to twice it).
         for (i, (a, b)) in o.secure.iter().zip(&o.twin).enumerate() {
-            let near_cut = fuzzy_cuts(f).iter().any(|c| (x[i] - c).abs() <= 0.125);
+            let (cuts, resolution) = fuzzy_cuts(f);
+            let near_cut = cuts.iter().any(|c| (x[i] - c).abs() <= resolution);
             let tol = if near_cut {
                 2.0 * bound(f)
             } else {

@@ -23,7 +23,7 @@
 //!   has none, and without it inputs below -512 give garbage). Max abs error ~2e-3.
 //!
 //! Cost (protocol calls; `cost` turns them into bytes and rounds):
-//! - range_reduced: 1 reduced-width comparison (resolution 1/8), 4 fma calls (the quartic's two
+//! - range_reduced: 1 reduced-width comparison (resolution 1/2), 4 fma calls (the quartic's two
 //!   scaled jobs, always robust, then two squarings), 1 select: 161.5 bytes per element with
 //!   robust truncation (the squarings at 26.25, the scaled jobs at 28.5), 148.0 with fast (SPU:
 //!   444). Largest truncated product: tau^4 <= 173 (scaled jobs, limit 256), p^2 <= 1.27.
@@ -48,9 +48,12 @@ super::methods! {
 /// Below this, exp is masked to 0 (CipherDM's T_exp).
 pub const EXP_CUTOFF: f64 = -14.0;
 
-/// Resolution of the mask's comparison: inputs within 1/8 of the cutoff may go either way, which
-/// changes the result by less than exp(-13.875) = 0.25 ulp at f = 18.
-const MASK_RESOLUTION: f64 = 0.125;
+/// Resolution of the mask's comparison: inputs within 1/2 of the cutoff may go either way. Below
+/// the cutoff that leaves x in (-14.5, -14) to the polynomial, whose fit covers [-14.5, 0.5]
+/// (error at most 2.4e-4 there, 6e-9 for the fine method); above it a masked x >= -13.5 loses
+/// exp(x) <= 1.4e-6. A coarser resolution would leave the fit's range. Against 1/8 it drops
+/// two low bits more: one carry-tree level (a round) and two bit planes less at SPU's inputs.
+pub const MASK_RESOLUTION: f64 = 0.5;
 
 /// exp(tau) on tau = x/4 in [-3.625, 0.125] (x in [-14.5, 0.5]): the minimax fit of
 /// max |p^4 - exp(x)| over x (`scripts/fit/exp_root.py --absolute --power 4 --lo -14.5 --hi 0.5
