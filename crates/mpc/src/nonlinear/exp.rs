@@ -24,9 +24,10 @@
 //!
 //! Cost (protocol calls; `cost` turns them into bytes and rounds):
 //! - range_reduced: 1 reduced-width comparison (resolution 1/2), 4 fma calls (the quartic's two
-//!   scaled jobs, always robust, then two squarings), 1 select: 161.5 bytes per element with
-//!   robust truncation (the squarings at 26.25, the scaled jobs at 28.5), 148.0 with fast (SPU:
-//!   444). Largest truncated product: tau^4 <= 173 (scaled jobs, limit 256), p^2 <= 1.27.
+//!   scaled jobs, always robust, then two squarings), 1 select: 159.25 bytes per element with
+//!   robust truncation at the bench's bound of 2^15 (a 19-bit comparison; the squarings at
+//!   26.25, the scaled jobs at 28.5), 145.75 with fast (SPU: 444). Largest truncated product:
+//!   tau^4 <= 173 (scaled jobs, limit 256), p^2 <= 1.27.
 //! - range_reduced_fine: the same with three scaled jobs and three squarings.
 //! - cipherdm_chebyshev: 1 full-width comparison, 1 + 3 + 1 fma rounds with 1 + 6 + 1 jobs,
 //!   1 select. Largest truncated product: |t|^7 <= 1 (times |coef| <= 0.67 in the sum).
