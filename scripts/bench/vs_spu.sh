@@ -56,11 +56,13 @@ for round in $(seq 1 "$ROUNDS"); do
     cp "$SCRATCH"/results_dist_"$name"*.json "$SCRATCH/spu_${op}_$round.json"
     if [ "$SETTLE" = 1 ]; then
       echo "== round $round, $op: secdiff settle run (not measured)" >&2
-      "$SECDIFF" bench ops --processes --ops "$op" --repeat 1 >/dev/null 2>&1
+      "$SECDIFF" bench ops --processes --ops "$op" --repeat 1 >/dev/null 2>"$SCRATCH/ours_$op.log" \
+        || { echo "vs_spu: secdiff settle run failed, see its log:" >&2; tail -20 "$SCRATCH/ours_$op.log" >&2; exit 1; }
     fi
     echo "== round $round, $op: secdiff (3 processes)" >&2
     "$SECDIFF" bench ops --processes --ops "$op" --trunc both --repeat "$REPEAT" \
-      --json "$SCRATCH/ours_${op}_$round.json" 2>/dev/null >&2
+      --json "$SCRATCH/ours_${op}_$round.json" 2>"$SCRATCH/ours_$op.log" >&2 \
+      || { echo "vs_spu: secdiff run failed, see its log:" >&2; tail -20 "$SCRATCH/ours_$op.log" >&2; exit 1; }
   done
 done
 
