@@ -104,10 +104,14 @@ impl Drop for Children {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `n` distinct free loopback ports. The listeners that found them are all held until the last
+/// is bound: a port found and released at once can be handed out again by the next bind, and
+/// two parties given one port fail to start (rare, but it ended a side-by-side run).
+fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 fn spawn_children() -> Result<(Children, PathBuf), Box<dyn Error>> {
@@ -116,11 +120,11 @@ fn spawn_children() -> Result<(Children, PathBuf), Box<dyn Error>> {
     let mut toml = String::from(
         "session = 7\ntls = false\nrecv_timeout_secs = 120\nconnect_timeout_secs = 30\n",
     );
-    for id in 0..3 {
+    let ports = free_ports(6)?;
+    for (id, pair) in ports.chunks(2).enumerate() {
         toml.push_str(&format!(
             "\n[[party]]\nid = {id}\nmesh = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\n",
-            free_port()?,
-            free_port()?
+            pair[0], pair[1]
         ));
     }
     let path = dir.join("parties.toml");

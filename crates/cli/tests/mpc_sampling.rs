@@ -170,23 +170,26 @@ fn mpc_local_ddim50_matches_cipherdm_within_0_05() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `n` distinct free loopback ports (all listeners held until the last is bound: a port
+/// released at once can come back from the next bind).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 fn parties_toml(dir: &Path, timeout: u64) -> PathBuf {
     let mut toml = format!(
         "session = 5\ntls = false\nrecv_timeout_secs = {timeout}\nconnect_timeout_secs = 30\n"
     );
-    for id in 0..3 {
+    let ports = free_ports(6);
+    for (id, pair) in ports.chunks(2).enumerate() {
         toml.push_str(&format!(
             "[[party]]\nid = {id}\nmesh = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\n",
-            free_port(),
-            free_port()
+            pair[0], pair[1]
         ));
     }
     let path = dir.join("parties.toml");
