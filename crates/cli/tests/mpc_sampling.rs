@@ -3,6 +3,8 @@
 //! `secdiff owner` process over TCP against `--local`, and the failures a deployment must report
 //! clearly (a dead party, shares of the wrong shape, a bad parties.toml).
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -170,28 +172,11 @@ fn mpc_local_ddim50_matches_cipherdm_within_0_05() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `n` distinct free loopback ports (all listeners held until the last is bound: a port
-/// released at once can come back from the next bind).
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 fn parties_toml(dir: &Path, timeout: u64) -> PathBuf {
     let mut toml = format!(
         "session = 5\ntls = false\nrecv_timeout_secs = {timeout}\nconnect_timeout_secs = 30\n"
     );
-    let ports = free_ports(6);
-    for (id, pair) in ports.chunks(2).enumerate() {
-        toml.push_str(&format!(
-            "[[party]]\nid = {id}\nmesh = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\n",
-            pair[0], pair[1]
-        ));
-    }
+    toml.push_str(&common::loopback_party_entries());
     let path = dir.join("parties.toml");
     std::fs::write(&path, toml).unwrap();
     path

@@ -2,6 +2,8 @@
 //! metered costs and correct results as the in-process runner, and killing one party mid-protocol
 //! makes the other two exit with an error that names it.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -83,30 +85,13 @@ fn processes_and_threads_agree() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `n` distinct free loopback ports (all listeners held until the last is bound: a port
-/// released at once can come back from the next bind).
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 #[test]
 fn killing_a_party_mid_protocol_names_it_at_the_others() {
     let dir = scratch("kill");
     let mut toml = String::from(
         "session = 3\ntls = false\nrecv_timeout_secs = 20\nconnect_timeout_secs = 20\n",
     );
-    let ports = free_ports(6);
-    for (id, pair) in ports.chunks(2).enumerate() {
-        toml.push_str(&format!(
-            "[[party]]\nid = {id}\nmesh = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\n",
-            pair[0], pair[1]
-        ));
-    }
+    toml.push_str(&common::loopback_party_entries());
     let cfg_path = dir.join("parties.toml");
     std::fs::write(&cfg_path, toml).unwrap();
     let mut kids: Vec<_> = (0..3)
