@@ -54,26 +54,6 @@ pub fn transpose64(a: &mut [u64; 64]) {
     }
 }
 
-#[inline(always)]
-fn to_planes_impl(vals: &[u64], bits: usize, out: &mut [u64]) {
-    let words = words_for(vals.len());
-    let mut blk = [0u64; 64];
-    for (b, chunk) in vals.chunks(64).enumerate() {
-        blk[..chunk.len()].copy_from_slice(chunk);
-        blk[chunk.len()..].fill(0);
-        transpose64(&mut blk);
-        for (r, &w) in blk.iter().take(bits).enumerate() {
-            out[r * words + b] = w;
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn to_planes_avx2(vals: &[u64], bits: usize, out: &mut [u64]) {
-    to_planes_impl(vals, bits, out)
-}
-
 /// The planes of a new bit-sliced tensor as one output of a fused pass (`crate::fused::run`):
 /// the pass hands each chunk's values to [`PlaneCut::put`], which transposes them into the
 /// chunk's words of every plane, so the values are never stored whole.
@@ -135,14 +115,9 @@ unsafe fn put_planes_avx2(vals: &[u64], planes: &mut [&mut [u64]]) {
 
 /// Bit-slice `vals`: the low `bits` bits of each value into `bits` planes (plane-major).
 pub fn to_planes(vals: &[u64], bits: usize) -> Vec<u64> {
-    let mut out = vec![0u64; bits * words_for(vals.len())];
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present.
-        unsafe { to_planes_avx2(vals, bits, &mut out) };
-        return out;
-    }
-    to_planes_impl(vals, bits, &mut out);
+    let words = words_for(vals.len());
+    let mut out = vec![0u64; bits * words];
+    PlaneCut::new(&mut out, words).put(vals);
     out
 }
 
