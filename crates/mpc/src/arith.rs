@@ -89,7 +89,7 @@ use crate::ashare::AShare;
 use crate::config::TruncMethod;
 use crate::error::{MpcError, Result};
 use crate::fused::{
-    self, piece_lens, pieces, with_scratch, Cut, Frame, Fresh, FreshCut, FreshPiece,
+    self, piece_lens, pieces, with_scratch, Cut, Frame, Fresh, FreshCut, FreshPiece, Lag,
 };
 use crate::party::{Ctx, Party};
 use crate::wire::{check_len, decode_words, packed_len, split_frame, unpack_into};
@@ -526,15 +526,15 @@ impl R12Stages<'_, '_> {
 
     /// Stage B of piece `index`: complete A (fused: with the other's high bits), shift it
     /// into c2 and write the component shared with R0 into `c`; robust: add this party's
-    /// d-bit term of the correction to c2 and send it.
-    fn b(
+    /// d-bit term of the correction to c2 and send it. Returns c2's piece (for stage C).
+    fn b<'v>(
         &self,
         index: usize,
         first: usize,
         m: usize,
-        a: &mut [u64],
+        a: &'v mut [u64],
         mut c: FreshPiece<'_>,
-    ) -> Result<()> {
+    ) -> Result<&'v mut [u64]> {
         let (cx, d, robust) = (self.cx, self.d, self.robust);
         let nonce = cx.nonce;
         let high = 64 - d;
@@ -560,7 +560,7 @@ impl R12Stages<'_, '_> {
         let offset = 1u64 << (62 - d);
         let narrow = if robust { packed_len(m, d) } else { 0 };
         let mut y = Frame::new(narrow);
-        let parts = (Cut::words(a), c.cut(), y.cut().packed(d));
+        let parts = (Cut::words(&mut *a), c.cut(), y.cut().packed(d));
         if self.role == 1 {
             let k1 = cx.prf_rel(1);
             fused::run(m, parts, &|at, len, (a, delta, y)| {
@@ -625,7 +625,7 @@ impl R12Stages<'_, '_> {
         if robust {
             cx.send_piece(self.other, index, y.into_vec())?;
         }
-        Ok(())
+        Ok(a)
     }
 
     /// Stage C (robust): add the other's term of the correction, times 2^(64 - d), to c2.
@@ -839,33 +839,26 @@ impl Party {
                 role,
                 other,
             };
-            let mut todo = pieces(n)
+            let todo = pieces(n)
                 .zip(v.pieces(&lens))
                 .zip(c_r0.pieces(lens.iter().copied()))
                 .enumerate();
-            // Pieces past stage A, with their component's piece, and pieces past stage B.
-            let mut after_a = std::collections::VecDeque::new();
-            let mut after_b = std::collections::VecDeque::new();
-            for step in 0..lens.len() + 2 {
-                if let Some((j, (((first, m), v_piece), c_piece))) = todo.next() {
-                    let a = stage.a(j, first, m, v_piece)?;
-                    after_a.push_back((j, first, m, a, c_piece));
+            // Piece j's stage B runs after piece j + 1's stage A, its C after j + 1's B.
+            let mut after_b = Lag::new();
+            let mut stage_b = |(j, first, m, a, c_piece)| {
+                let a = stage.b(j, first, m, a, c_piece)?;
+                if robust {
+                    after_b.push((m, a), |(m, a)| stage.c(m, a))?;
                 }
-                // Piece j's stage B runs after piece j + 1's stage A, its C after j + 1's B.
-                if step >= 1 {
-                    if let Some((j, first, m, a, c_piece)) = after_a.pop_front() {
-                        stage.b(j, first, m, &mut *a, c_piece)?;
-                        if robust {
-                            after_b.push_back((m, a));
-                        }
-                    }
-                }
-                if step >= 2 {
-                    if let Some((m, a)) = after_b.pop_front() {
-                        stage.c(m, a)?;
-                    }
-                }
+                Ok::<(), MpcError>(())
+            };
+            let mut after_a = Lag::new();
+            for (j, (((first, m), v_piece), c_piece)) in todo {
+                let a = stage.a(j, first, m, v_piece)?;
+                after_a.push((j, first, m, a, c_piece), &mut stage_b)?;
             }
+            after_a.finish(&mut stage_b)?;
+            after_b.finish(|(m, a)| stage.c(m, a))?;
         }
         let (v, c_r0) = (v.into_vec(), c_r0.into_vec());
         // R1 holds (c_1, c_2), R2 holds (c_2, c_0): `c_r0` is the component shared with R0.

@@ -29,7 +29,7 @@ use crate::arith::Cost;
 use crate::ashare::AShare;
 use crate::bshare::{from_planes, BShare};
 use crate::error::{MpcError, Result};
-use crate::fused::{self, Cut, Frame, Fresh};
+use crate::fused::{self, Cut, Frame, Fresh, Lag};
 use crate::party::Party;
 use crate::wire::{check_words, decode_words, encode_words};
 
@@ -226,73 +226,67 @@ impl Party {
         let (mut mask, mut mine) = (Fresh::new(n), Fresh::new(n));
         {
             let lens = fused::piece_lens(n);
-            let mut todo = fused::pieces(n)
+            let todo = fused::pieces(n)
                 .zip(mask.pieces(lens.iter().copied()))
                 .zip(mine.pieces(lens.iter().copied()))
                 .enumerate();
-            // Pieces swapped and waiting for the other's term: piece j finishes after piece
-            // j + 1 went out.
-            let mut swapped = std::collections::VecDeque::new();
-            for step in 0..=lens.len() {
-                if let Some((j, (((first, m), mut mask_piece), mut mine_piece))) = todo.next() {
-                    let from_r0 = cx.recv(0)?;
-                    check_words("mux", cx.abs(0), &from_r0, m)?;
-                    let mut to_other = Frame::new(8 * m);
-                    let parts = (mask_piece.cut(), mine_piece.cut(), to_other.cut().words());
-                    fused::run(m, parts, &|at, len, (mask, mine, out)| {
-                        let start = first + at;
-                        fused::with_scratch(2 * len, |buf| {
-                            let (big_t, m) = buf.split_at_mut(len);
-                            key_pad.fill_at(nonce, pad_purpose, start, big_t);
-                            // 64 elements per word of the bit plane (`start` is a multiple of 64).
-                            let r = start..start + len;
-                            let got = from_r0[8 * at..8 * (at + len)].chunks(8 * 64);
-                            let groups = big_t.chunks_mut(64).zip(got);
-                            let groups = groups.zip(xa[r.clone()].chunks(64)).zip(xb[r].chunks(64));
-                            for ((((big_t, got), xa), xb), &w) in groups.zip(&w[start / 64..]) {
-                                let elems =
-                                    big_t.iter_mut().zip(got.chunks_exact(8)).zip(xa).zip(xb);
-                                for (j, (((v, got), &a), &b)) in elems.enumerate() {
-                                    let got = u64::from_le_bytes(got.try_into().expect("8 bytes"));
-                                    let (z, wx) = if role == 1 {
-                                        let s = a.wrapping_add(b);
-                                        (got.wrapping_add(v.wrapping_mul(s)), s)
-                                    } else {
-                                        (got.wrapping_mul(a).wrapping_sub(*v), b)
-                                    };
-                                    let we = (w >> j) & 1;
-                                    *v = 1u64
-                                        .wrapping_sub(we << 1)
-                                        .wrapping_mul(z)
-                                        .wrapping_add(we.wrapping_mul(wx));
-                                }
-                            }
-                            key_mask.fill_at(nonce, mask_purpose, start, m);
-                            let m = mask.init(m.iter().copied());
-                            let v = mine
-                                .init(big_t.iter().zip(m.iter()).map(|(a, m)| a.wrapping_sub(*m)));
-                            out.put_words(v);
-                        });
-                    });
-                    cx.send_piece(other, j, to_other.into_vec())?;
-                    mask_piece.into_written();
-                    swapped.push_back((m, mine_piece.into_written()));
-                }
-                if step >= 1 {
-                    if let Some((m, c2)) = swapped.pop_front() {
-                        let theirs = cx.recv(other)?;
-                        check_words("mux", cx.abs(other), &theirs, m)?;
-                        fused::run(m, Cut::words(c2), &|at, len, c| {
-                            let theirs = theirs[8 * at..8 * (at + len)].chunks_exact(8);
-                            for (v, t) in c.data.iter_mut().zip(theirs) {
-                                *v = v.wrapping_add(u64::from_le_bytes(
-                                    t.try_into().expect("8 bytes"),
-                                ));
-                            }
-                        });
+            // Piece j finishes with the other's term after piece j + 1 went out.
+            let finish = |(m, c2): (usize, &mut [u64])| {
+                let theirs = cx.recv(other)?;
+                check_words("mux", cx.abs(other), &theirs, m)?;
+                fused::run(m, Cut::words(c2), &|at, len, c| {
+                    let theirs = theirs[8 * at..8 * (at + len)].chunks_exact(8);
+                    for (v, t) in c.data.iter_mut().zip(theirs) {
+                        *v = v.wrapping_add(u64::from_le_bytes(t.try_into().expect("8 bytes")));
                     }
-                }
+                });
+                Ok::<(), MpcError>(())
+            };
+            let mut swapped = Lag::new();
+            for (j, (((first, m), mut mask_piece), mut mine_piece)) in todo {
+                let from_r0 = cx.recv(0)?;
+                check_words("mux", cx.abs(0), &from_r0, m)?;
+                let mut to_other = Frame::new(8 * m);
+                let parts = (mask_piece.cut(), mine_piece.cut(), to_other.cut().words());
+                fused::run(m, parts, &|at, len, (mask, mine, out)| {
+                    let start = first + at;
+                    fused::with_scratch(2 * len, |buf| {
+                        let (big_t, m) = buf.split_at_mut(len);
+                        key_pad.fill_at(nonce, pad_purpose, start, big_t);
+                        // 64 elements per word of the bit plane (`start` is a multiple of 64).
+                        let r = start..start + len;
+                        let got = from_r0[8 * at..8 * (at + len)].chunks(8 * 64);
+                        let groups = big_t.chunks_mut(64).zip(got);
+                        let groups = groups.zip(xa[r.clone()].chunks(64)).zip(xb[r].chunks(64));
+                        for ((((big_t, got), xa), xb), &w) in groups.zip(&w[start / 64..]) {
+                            let elems = big_t.iter_mut().zip(got.chunks_exact(8)).zip(xa).zip(xb);
+                            for (j, (((v, got), &a), &b)) in elems.enumerate() {
+                                let got = u64::from_le_bytes(got.try_into().expect("8 bytes"));
+                                let (z, wx) = if role == 1 {
+                                    let s = a.wrapping_add(b);
+                                    (got.wrapping_add(v.wrapping_mul(s)), s)
+                                } else {
+                                    (got.wrapping_mul(a).wrapping_sub(*v), b)
+                                };
+                                let we = (w >> j) & 1;
+                                *v = 1u64
+                                    .wrapping_sub(we << 1)
+                                    .wrapping_mul(z)
+                                    .wrapping_add(we.wrapping_mul(wx));
+                            }
+                        }
+                        key_mask.fill_at(nonce, mask_purpose, start, m);
+                        let m = mask.init(m.iter().copied());
+                        let v =
+                            mine.init(big_t.iter().zip(m.iter()).map(|(a, m)| a.wrapping_sub(*m)));
+                        out.put_words(v);
+                    });
+                });
+                cx.send_piece(other, j, to_other.into_vec())?;
+                mask_piece.into_written();
+                swapped.push((m, mine_piece.into_written()), finish)?;
             }
+            swapped.finish(finish)?;
         }
         let (mask, c2) = (mask.into_vec(), mine.into_vec());
         if role == 1 {

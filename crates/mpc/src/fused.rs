@@ -118,6 +118,30 @@ pub(crate) fn piece_lens(n: usize) -> Vec<usize> {
     pieces(n).map(|(_, m)| m).collect()
 }
 
+/// One item held back by one step, the schedule of a pipeline over pieces: pushing piece j
+/// first finishes piece j - 1 (with `f`), so that piece j's message is out before piece j - 1
+/// waits for the other party's. `finish` finishes the last.
+pub(crate) struct Lag<T>(Option<T>);
+
+impl<T> Lag<T> {
+    pub fn new() -> Self {
+        Lag(None)
+    }
+
+    /// Keeps `item` and runs `f` on the one kept before, if any.
+    pub fn push<E>(&mut self, item: T, f: impl FnOnce(T) -> Result<(), E>) -> Result<(), E> {
+        match self.0.replace(item) {
+            Some(held) => f(held),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` on the item kept last, if any.
+    pub fn finish<E>(self, f: impl FnOnce(T) -> Result<(), E>) -> Result<(), E> {
+        self.0.map_or(Ok(()), f)
+    }
+}
+
 /// `n` items of a new vector that passes write before anyone reads them, counted as they are
 /// written: the storage of [`Fresh`] (words) and [`Frame`] (bytes).
 struct Unwritten<T> {
@@ -499,6 +523,26 @@ mod tests {
             }
         });
         v.into_vec();
+    }
+
+    #[test]
+    fn lag_finishes_each_item_one_push_later_and_the_last_at_finish() {
+        let mut done = Vec::new();
+        let mut lag = Lag::new();
+        for item in 1..=3 {
+            lag.push(item, |held| {
+                done.push((item, held));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        }
+        lag.finish(|held| {
+            done.push((0, held));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(done, [(2, 1), (3, 2), (0, 3)]);
+        assert_eq!(Lag::<u8>::new().finish(|_| Err("no item")), Ok(()));
     }
 
     #[test]
