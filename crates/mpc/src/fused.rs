@@ -16,8 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::prf::Prf;
 
-/// Elements per chunk (a multiple of 64).
+/// Elements per chunk (a multiple of 64 and of `wire::GROUP`).
 pub(crate) const CHUNK: usize = 4096;
+// A chunk packs its narrow values into its own slice of a frame: a part of a packed stream must
+// hold whole groups of the layout (`wire::pack_into`).
+const _: () = assert!(CHUNK % crate::wire::GROUP == 0);
 /// Passes over at least this many elements run their chunks on all cores.
 pub(crate) const PAR_MIN: usize = 1 << 15;
 
@@ -286,13 +289,12 @@ impl<'a> FreshCut<'a> {
         unsafe { &mut *(self.data as *mut [std::mem::MaybeUninit<u64>] as *mut [u64]) }
     }
 
-    /// Writes the chunk with the PRF words `start..` of (`nonce`, `purpose`), through a buffer
-    /// in cache, and returns it. The chunk must be at most [`CHUNK`] long.
+    /// Writes the chunk with the PRF words `start..` of (`nonce`, `purpose`) and returns it.
     pub fn init_prf(self, key: &Prf, nonce: u64, purpose: u32, start: usize) -> &'a mut [u64] {
-        with_scratch(self.len(), |buf| {
-            key.fill_at(nonce, purpose, start, buf);
-            self.init(buf.iter().copied())
-        })
+        key.fill_uninit_at(nonce, purpose, start, self.data);
+        self.written.fetch_add(self.data.len(), Ordering::Release);
+        // SAFETY: the keystream wrote every element of the chunk.
+        unsafe { &mut *(self.data as *mut [std::mem::MaybeUninit<u64>] as *mut [u64]) }
     }
 }
 
