@@ -10,6 +10,8 @@
 //! block j of a stream is AES_k(iv + j), the 128-bit counter big-endian, and word w is bytes
 //! 8w..8w+8 of the keystream read little-endian (tests compare them).
 
+use std::mem::MaybeUninit;
+
 use aes::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 
 type CrateCtr = ctr::Ctr128BE<aes::Aes128>;
@@ -28,15 +30,34 @@ pub(crate) enum Apply {
 }
 
 impl Apply {
-    #[inline]
+    #[cfg(test)]
     fn word(self, o: &mut u64, k: u64) {
-        *o = match self {
-            Apply::Set => k,
-            Apply::Add => o.wrapping_add(k),
-            Apply::Sub => o.wrapping_sub(k),
-            Apply::Xor => *o ^ k,
-        }
+        // SAFETY: `o` is initialised.
+        unsafe { self.word_uninit(as_uninit(std::slice::from_mut(o)).first_mut().unwrap(), k) }
     }
+
+    /// [`Apply::word`] on a word that `Set` may find uninitialised.
+    ///
+    /// # Safety
+    /// `o` is initialised unless `self` is `Set`.
+    #[inline]
+    unsafe fn word_uninit(self, o: &mut MaybeUninit<u64>, k: u64) {
+        let old = || unsafe { o.assume_init_read() };
+        let v = match self {
+            Apply::Set => k,
+            Apply::Add => old().wrapping_add(k),
+            Apply::Sub => old().wrapping_sub(k),
+            Apply::Xor => old() ^ k,
+        };
+        o.write(v);
+    }
+}
+
+/// Initialised words seen as words to overwrite (every path here stores whole words).
+fn as_uninit(out: &mut [u64]) -> &mut [MaybeUninit<u64>] {
+    // SAFETY: MaybeUninit<u64> has u64's layout, and only initialised words are stored through
+    // the result, so `out` stays initialised.
+    unsafe { &mut *(out as *mut [u64] as *mut [MaybeUninit<u64>]) }
 }
 
 /// An AES-128 key ready for counter mode.
@@ -63,6 +84,27 @@ impl Keystream {
     /// Applies words `word_off..word_off + out.len()` of the stream with counter block `iv` to
     /// `out` by `op`.
     pub fn apply(&self, iv: &[u8; 16], word_off: usize, out: &mut [u64], op: Apply) {
+        // SAFETY: every word of `out` is initialised.
+        unsafe { self.apply_uninit(iv, word_off, as_uninit(out), op) }
+    }
+
+    /// Writes words `word_off..word_off + out.len()` of the stream into `out`, which need not
+    /// be initialised: a fresh vector gets its PRF words as the AES makes them, where drawing
+    /// them into a buffer and copying it stalled on the stores into memory not yet in cache.
+    pub fn fill_uninit(&self, iv: &[u8; 16], word_off: usize, out: &mut [MaybeUninit<u64>]) {
+        // SAFETY: `Set` reads nothing.
+        unsafe { self.apply_uninit(iv, word_off, out, Apply::Set) }
+    }
+
+    /// # Safety
+    /// `out` is initialised unless `op` is `Set`.
+    unsafe fn apply_uninit(
+        &self,
+        iv: &[u8; 16],
+        word_off: usize,
+        out: &mut [MaybeUninit<u64>],
+        op: Apply,
+    ) {
         #[cfg(target_arch = "x86_64")]
         if let Some(rk) = &self.vaes {
             // The vector path steps only the counter's low 32 bits; a stream that long (32 GiB)
@@ -75,10 +117,19 @@ impl Keystream {
                 return;
             }
         }
-        self.apply_generic(iv, word_off, out, op)
+        // SAFETY: the caller's promise.
+        unsafe { self.apply_generic(iv, word_off, out, op) }
     }
 
-    fn apply_generic(&self, iv: &[u8; 16], word_off: usize, out: &mut [u64], op: Apply) {
+    /// # Safety
+    /// As [`Keystream::apply_uninit`].
+    unsafe fn apply_generic(
+        &self,
+        iv: &[u8; 16],
+        word_off: usize,
+        out: &mut [MaybeUninit<u64>],
+        op: Apply,
+    ) {
         let mut c = CrateCtr::new(&self.key.into(), iv.into());
         c.seek((word_off * 8) as u64);
         let mut buf = [0u64; 256];
@@ -87,7 +138,8 @@ impl Keystream {
             ks.fill(0);
             c.apply_keystream(crate::prf::as_bytes_mut(ks));
             for (o, k) in part.iter_mut().zip(ks.iter()) {
-                op.word(o, u64::from_le(*k));
+                // SAFETY: the caller's promise.
+                unsafe { op.word_uninit(o, u64::from_le(*k)) };
             }
         }
     }
@@ -97,6 +149,7 @@ impl Keystream {
 mod x86 {
     use super::Apply;
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// Words per step of the main loop: 8 registers of 4 blocks.
     const STEP: usize = 64;
@@ -203,14 +256,15 @@ mod x86 {
         )
     }
 
-    /// [`super::Keystream::apply`] on this CPU. The caller guarantees that the counter's low
-    /// 32 bits do not wrap over the range.
+    /// [`super::Keystream::apply_uninit`] on this CPU. The caller guarantees that the
+    /// counter's low 32 bits do not wrap over the range, and that `out` is initialised unless
+    /// `op` is `Set`.
     #[target_feature(enable = "avx512f,avx512bw,vaes,aes")]
     pub unsafe fn apply(
         rk: &[[u8; 16]; 11],
         iv: &[u8; 16],
         word_off: usize,
-        out: &mut [u64],
+        out: &mut [MaybeUninit<u64>],
         op: Apply,
     ) {
         if out.is_empty() {
@@ -231,7 +285,7 @@ mod x86 {
         if w % 2 == 1 {
             let mut ks = [0u64; STEP];
             step_into(&rk, base, block_of(w), &mut ks);
-            op.word(&mut rest[0], ks[1]);
+            op.word_uninit(&mut rest[0], ks[1]);
             rest = &mut rest[1..];
             w += 1;
         }
@@ -258,7 +312,7 @@ mod x86 {
             let mut ks = [0u64; STEP];
             step_into(&rk, base, block_of(w + whole), &mut ks);
             for (o, k) in tail.iter_mut().zip(ks.iter()) {
-                op.word(o, *k);
+                op.word_uninit(o, *k);
             }
         }
     }
@@ -296,7 +350,8 @@ mod tests {
                         let mut got = start.clone();
                         ks.apply(&iv, off, &mut got, op);
                         let mut generic = start.clone();
-                        ks.apply_generic(&iv, off, &mut generic, op);
+                        // SAFETY: `generic` is initialised.
+                        unsafe { ks.apply_generic(&iv, off, as_uninit(&mut generic), op) };
                         let mut expect = start.clone();
                         for (e, k) in expect.iter_mut().zip(&want) {
                             op.word(e, *k);

@@ -49,6 +49,18 @@ impl Prf {
         self.apply_chunked(nonce, purpose, out, Apply::Xor);
     }
 
+    /// [`Prf::fill_at`] into words not yet written (a fresh vector's chunk).
+    pub fn fill_uninit_at(
+        &self,
+        nonce: u64,
+        purpose: u32,
+        word_off: usize,
+        out: &mut [std::mem::MaybeUninit<u64>],
+    ) {
+        self.stream
+            .fill_uninit(&Self::iv(nonce, purpose), word_off, out);
+    }
+
     /// Add (or subtract, if `negate`) the pseudorandom words of (nonce, purpose) to `out`,
     /// wrapping.
     pub fn add_into(&self, nonce: u64, purpose: u32, out: &mut [u64], negate: bool) {
@@ -76,11 +88,9 @@ impl Prf {
         self.apply_chunked(nonce, purpose, out, Apply::Set);
     }
 
-    /// `n` pseudorandom words for (nonce, purpose), drawn a cache-sized chunk at a time into
-    /// the new vector (no zero fill of the whole vector first).
+    /// `n` pseudorandom words for (nonce, purpose), drawn a chunk at a time on all cores
+    /// straight into the new vector (no zero fill of the whole vector first, no copy).
     pub fn words(&self, nonce: u64, purpose: u32, n: usize) -> Vec<u64> {
-        // Each chunk is drawn into scratch memory and written once into the new vector (an
-        // array per chunk moved into an iterator cost a 32 KB fill and a 32 KB copy).
         let mut v = fused::Fresh::new(n);
         fused::run(n, v.cut(), &|start, _, c| {
             c.init_prf(self, nonce, purpose, start);
