@@ -20,7 +20,7 @@ use crate::prf::Prf;
 pub(crate) const CHUNK: usize = 4096;
 // A chunk packs its narrow values into its own slice of a frame: a part of a packed stream must
 // hold whole groups of the layout (`wire::pack_into`).
-const _: () = assert!(CHUNK % crate::wire::GROUP == 0);
+const _: () = assert!(CHUNK.is_multiple_of(crate::wire::GROUP));
 /// Passes over at least this many elements run their chunks on all cores.
 pub(crate) const PAR_MIN: usize = 1 << 15;
 
