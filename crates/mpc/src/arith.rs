@@ -82,6 +82,7 @@
 
 use ring::conv::{col2out, im2col, kernel_matrix, ConvGeometry, ConvPadding};
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use ring::{gemm, matmul_dims, RingTensor};
 
@@ -310,6 +311,18 @@ fn narrow_chunk<'b>(
     }
 }
 
+/// Writes elements `start..start + z.len()` of a product's z into fresh slots ([`Terms::Chunks`]).
+pub(crate) type ChunkFill<'a> =
+    dyn for<'z> Fn(usize, &'z mut [MaybeUninit<u64>]) -> &'z mut [u64] + Sync + 'a;
+
+/// `f` as a [`ChunkFill`] (a closure gets the signature's tied lifetimes only from a bound).
+pub(crate) fn chunk_fill<F>(f: F) -> F
+where
+    F: for<'z> Fn(usize, &'z mut [MaybeUninit<u64>]) -> &'z mut [u64] + Sync,
+{
+    f
+}
+
 /// A product's local 3-out-of-3 share z, as the first pass over it finds it.
 pub(crate) enum Terms<'a> {
     /// Computed already (matmul, conv, the nonlinear jobs).
@@ -319,9 +332,9 @@ pub(crate) enum Terms<'a> {
     Product([&'a [u64]; 4]),
     /// x x from (x_i, x_{i+1}), likewise.
     Square([&'a [u64]; 2]),
-    /// n elements, `fill(start, z)` writing elements `start..start + z.len()` (the nonlinear
-    /// engine's fused multiply-adds).
-    Chunks(usize, &'a (dyn Fn(usize, &mut [u64]) + Sync)),
+    /// n elements, `fill(start, z)` writing elements `start..start + z.len()` into the fresh
+    /// slots `z` and returning them written (the nonlinear engine's fused multiply-adds).
+    Chunks(usize, &'a ChunkFill<'a>),
 }
 
 impl<'a> Terms<'a> {
@@ -461,10 +474,7 @@ impl<'a> ZCut<'a> {
                             .zip(&a1[r])
                             .map(|(&p, &q)| p.wrapping_mul(p.wrapping_add(q.wrapping_mul(2)))),
                     ),
-                    Terms::Chunks(_, fill) => with_scratch(c.len(), |buf| {
-                        fill(start, buf);
-                        c.init(buf.iter().copied())
-                    }),
+                    Terms::Chunks(_, fill) => c.init_with(|z| fill(start, z)),
                     Terms::Ready(_) => unreachable!("a ready z is not fresh"),
                 }
             }

@@ -250,8 +250,7 @@ impl Party {
                 let parts = (mask_piece.cut(), mine_piece.cut(), to_other.cut().words());
                 fused::run(m, parts, &|at, len, (mask, mine, out)| {
                     let start = first + at;
-                    fused::with_scratch(2 * len, |buf| {
-                        let (big_t, m) = buf.split_at_mut(len);
+                    fused::with_scratch(len, |big_t| {
                         key_pad.fill_at(nonce, pad_purpose, start, big_t);
                         // 64 elements per word of the bit plane (`start` is a multiple of 64).
                         let r = start..start + len;
@@ -275,8 +274,7 @@ impl Party {
                                     .wrapping_add(we.wrapping_mul(wx));
                             }
                         }
-                        key_mask.fill_at(nonce, mask_purpose, start, m);
-                        let m = mask.init(m.iter().copied());
+                        let m = mask.init_prf(key_mask, nonce, mask_purpose, start);
                         let v =
                             mine.init(big_t.iter().zip(m.iter()).map(|(a, m)| a.wrapping_sub(*m)));
                         out.put_words(v);

@@ -289,6 +289,25 @@ impl<'a> FreshCut<'a> {
         unsafe { &mut *(self.data as *mut [std::mem::MaybeUninit<u64>] as *mut [u64]) }
     }
 
+    /// Lets `write` write the chunk in place and returns it. `write` returns the chunk as
+    /// written words, which only the whole of its argument may be (checked): a pass that forms
+    /// values straight into fresh memory, where a buffer in cache and a copy would stall the copy
+    /// loop on the stores.
+    pub fn init_with(
+        self,
+        write: impl FnOnce(&mut [std::mem::MaybeUninit<u64>]) -> &mut [u64],
+    ) -> &'a mut [u64] {
+        let (ptr, len) = (self.data.as_ptr() as *const u64, self.data.len());
+        let done = write(&mut *self.data);
+        assert!(
+            std::ptr::eq(done.as_ptr(), ptr) && done.len() == len,
+            "init_with: the writer returned other words than the chunk"
+        );
+        self.written.fetch_add(len, Ordering::Release);
+        // SAFETY: `write` turned the chunk's slots into these very words, so all are written.
+        unsafe { &mut *(self.data as *mut [std::mem::MaybeUninit<u64>] as *mut [u64]) }
+    }
+
     /// Writes the chunk with the PRF words `start..` of (`nonce`, `purpose`) and returns it.
     pub fn init_prf(self, key: &Prf, nonce: u64, purpose: u32, start: usize) -> &'a mut [u64] {
         key.fill_uninit_at(nonce, purpose, start, self.data);
@@ -500,6 +519,30 @@ mod tests {
                 .enumerate()
                 .all(|(i, &x)| x == (i * i) as u64));
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "other words than the chunk")]
+    fn a_writer_that_returns_other_words_is_refused() {
+        let mut v = Fresh::new(8);
+        let elsewhere: &'static mut [u64] = Box::leak(Box::new([0u64; 8]));
+        v.cut().init_with(|_| elsewhere);
+    }
+
+    #[test]
+    fn a_writer_fills_its_chunk_in_place() {
+        let mut v = Fresh::new(2 * CHUNK + 5);
+        run(2 * CHUNK + 5, v.cut(), &|start, _, c| {
+            c.init_with(|slots| {
+                for (i, s) in slots.iter_mut().enumerate() {
+                    s.write((start + i) as u64 * 3);
+                }
+                // SAFETY: every slot was written just above.
+                unsafe { &mut *(slots as *mut [std::mem::MaybeUninit<u64>] as *mut [u64]) }
+            });
+        });
+        let v = v.into_vec();
+        assert!(v.iter().enumerate().all(|(i, x)| *x == i as u64 * 3));
     }
 
     #[test]

@@ -15,14 +15,15 @@
 //!   exponent into a power of two (see [`Secure::inject_pow2`]).
 
 use ring::RingTensor;
+use std::mem::MaybeUninit;
 
 use super::ops::{Coef, Fma, FxpOps, Pow2Layout, Result, Threshold};
 use super::NonlinearError;
-use crate::arith::Terms;
+use crate::arith::{chunk_fill, Terms};
 use crate::boolean::SignInput;
 use crate::bshare::{from_planes, to_planes, BShare};
 use crate::config::TruncMethod;
-use crate::fused::{self, Fresh};
+use crate::fused::{self, Fresh, FreshCut};
 use crate::wire::{pack_bits, unpack_bits};
 use crate::{AShare, MpcError, Party};
 
@@ -186,35 +187,30 @@ impl<'a, R: Fn(f64) -> u64 + Sync> JobTerms<'a, R> {
         }
     }
 
-    /// Elements `start..start + z.len()` of the share, all terms per chunk.
-    fn fill(&self, start: usize, z: &mut [u64]) {
-        let range = start..start + z.len();
-        z.fill(self.constant);
-        for &([a0, a1, b0, b1], c) in &self.products {
-            if std::ptr::eq(a0, b0) && std::ptr::eq(a1, b1) {
-                // A square: a0 (a0 + a1) + a1 a0 = a0 (a0 + 2 a1), one multiplication less.
-                let (a0, a1) = (&a0[range.clone()], &a1[range.clone()]);
-                for ((zi, &p), &q) in z.iter_mut().zip(a0).zip(a1) {
-                    let t = p.wrapping_mul(p.wrapping_add(q << 1));
-                    *zi = zi.wrapping_add(t.wrapping_mul(c));
+    /// Elements `start..start + out.len()` of the share, all terms per chunk, written into
+    /// the fresh slots `out`: the first product writes them (with the constant), so that its
+    /// stores into memory not yet in cache overlap its loads; the other terms add to them.
+    fn fill<'z>(&self, start: usize, out: &'z mut [MaybeUninit<u64>]) -> &'z mut [u64] {
+        let range = start..start + out.len();
+        let z = match self.products.split_first() {
+            Some((first, rest)) => {
+                add_product(&mut *out, first, range.clone(), self.constant);
+                // SAFETY: `add_product` wrote every slot (its inputs have the job's length,
+                // checked in `new`, and a zip over them covers `out`).
+                let z = unsafe { assume_written(out) };
+                for p in rest {
+                    add_product(&mut *z, p, range.clone(), 0);
                 }
-                continue;
+                z
             }
-            let (a0, a1, b0, b1) = (
-                &a0[range.clone()],
-                &a1[range.clone()],
-                &b0[range.clone()],
-                &b1[range.clone()],
-            );
-            // A zip of slices (no bounds checks), so that the loop vectorises.
-            let terms = z.iter_mut().zip(a0).zip(a1).zip(b0).zip(b1);
-            for ((((zi, &p), &q), &u), &v) in terms {
-                let t = p
-                    .wrapping_mul(u.wrapping_add(v))
-                    .wrapping_add(q.wrapping_mul(u));
-                *zi = zi.wrapping_add(t.wrapping_mul(c));
+            None => {
+                out.iter_mut().for_each(|o| {
+                    o.write(self.constant);
+                });
+                // SAFETY: every slot was written just above.
+                unsafe { assume_written(out) }
             }
-        }
+        };
         for &(x0, c) in &self.linear {
             let x0 = &x0[range.clone()];
             match c {
@@ -231,19 +227,80 @@ impl<'a, R: Fn(f64) -> u64 + Sync> JobTerms<'a, R> {
                 }
             }
         }
+        z
     }
 
     /// The whole share as a vector (for groups of several jobs and for run sums).
     fn collect(&self) -> Vec<u64> {
         let mut z = Fresh::new(self.n);
-        fused::run(self.n, z.cut(), &|start, len, c| {
-            fused::with_scratch(len, |buf| {
-                self.fill(start, buf);
-                c.init(buf.iter().copied());
-            });
-        });
+        self.write(z.cut());
         z.into_vec()
     }
+
+    /// The whole share into `out` (the job's n fresh slots), on all cores.
+    fn write(&self, out: FreshCut<'_>) {
+        fused::run(self.n, out, &|start, _, c| {
+            c.init_with(|z| self.fill(start, z));
+        });
+    }
+}
+
+/// A slot that a product term goes into: a fresh one is written (with `base` added), a
+/// written one is added to. One loop per kind, each a zip of slices that vectorises.
+trait Slot {
+    fn put(&mut self, base: u64, term: u64);
+}
+
+impl Slot for u64 {
+    #[inline(always)]
+    fn put(&mut self, _base: u64, term: u64) {
+        *self = self.wrapping_add(term);
+    }
+}
+
+impl Slot for MaybeUninit<u64> {
+    #[inline(always)]
+    fn put(&mut self, base: u64, term: u64) {
+        self.write(base.wrapping_add(term));
+    }
+}
+
+/// c (a_i (b_i + b_{i+1}) + a_{i+1} b_i) into `z`, elements `range` of the operands.
+fn add_product<S: Slot>(
+    z: &mut [S],
+    &([a0, a1, b0, b1], c): &([&[u64]; 4], u64),
+    range: std::ops::Range<usize>,
+    base: u64,
+) {
+    if std::ptr::eq(a0, b0) && std::ptr::eq(a1, b1) {
+        // A square: a0 (a0 + a1) + a1 a0 = a0 (a0 + 2 a1), one multiplication less.
+        let (a0, a1) = (&a0[range.clone()], &a1[range]);
+        for ((zi, &p), &q) in z.iter_mut().zip(a0).zip(a1) {
+            zi.put(base, p.wrapping_mul(p.wrapping_add(q << 1)).wrapping_mul(c));
+        }
+        return;
+    }
+    let (a0, a1, b0, b1) = (
+        &a0[range.clone()],
+        &a1[range.clone()],
+        &b0[range.clone()],
+        &b1[range],
+    );
+    let terms = z.iter_mut().zip(a0).zip(a1).zip(b0).zip(b1);
+    for ((((zi, &p), &q), &u), &v) in terms {
+        let t = p
+            .wrapping_mul(u.wrapping_add(v))
+            .wrapping_add(q.wrapping_mul(u));
+        zi.put(base, t.wrapping_mul(c));
+    }
+}
+
+/// The slots as the words written into them.
+///
+/// # Safety
+/// Every slot is written.
+unsafe fn assume_written(out: &mut [MaybeUninit<u64>]) -> &mut [u64] {
+    unsafe { &mut *(out as *mut [MaybeUninit<u64>] as *mut [u64]) }
 }
 
 /// The replicated share (both components) of a job without secret products.
@@ -409,17 +466,19 @@ impl FxpOps for Secure<'_> {
                     // The common single-job group: z is formed inside the product's first pass,
                     // by the product's own code when the job is a plain a * b (a square when
                     // a is b: one local multiplication less).
-                    let fill = |start: usize, z: &mut [u64]| t.fill(start, z);
+                    let fill = chunk_fill(|start, z| t.fill(start, z));
                     let plain = jobs[members[0]].constant == 0.0;
                     let terms = t.plain_product().filter(|_| plain);
                     let cx = self.party.begin("nl_fma");
                     let terms = terms.unwrap_or(Terms::Chunks(n, &fill));
                     self.party.finish_terms(&cx, terms, &[n], trunc)?
                 } else {
-                    let mut z = Vec::with_capacity(n);
-                    for t in &terms {
-                        z.extend(t.collect());
+                    let mut z = Fresh::new(n);
+                    for (t, mut piece) in terms.iter().zip(z.pieces(lens.iter().copied())) {
+                        t.write(piece.cut());
+                        piece.into_written();
                     }
+                    let z = z.into_vec();
                     let cx = self.party.begin("nl_fma");
                     self.party.finish_product(&cx, z, &[n], trunc)?
                 }
