@@ -23,11 +23,12 @@
 //!   has none, and without it inputs below -512 give garbage). Max abs error ~2e-3.
 //!
 //! Cost (protocol calls; `cost` turns them into bytes and rounds):
-//! - range_reduced: 1 reduced-width comparison (resolution 1/2), 4 fma calls (the quartic's two
-//!   scaled jobs, always robust, then two squarings), 1 select: 159.25 bytes per element with
-//!   robust truncation at the bench's bound of 2^15 (a 19-bit comparison; the squarings at
-//!   26.25, the scaled jobs at 28.5), 145.75 with fast (SPU: 444). Largest truncated product:
-//!   tau^4 <= 173 (scaled jobs, limit 256), p^2 <= 1.27.
+//! - range_reduced: 1 reduced-width comparison (resolution 1/2), 4 fma calls (the quartic's
+//!   two jobs, always robust: tau^2 = x^2 / 16 as a plain square truncated by f + 4 bits, 26.75
+//!   bytes per element, and the scaled job at 28.5; then two squarings at 26.25), 1 select:
+//!   157.5 bytes per element with robust truncation at the bench's bound of 2^15 (a 19-bit
+//!   comparison), 144 with fast (SPU: 444). Largest truncated product: tau^4 <= 173 (scaled
+//!   job, limit 256), p^2 <= 1.27.
 //! - range_reduced_fine: the same with three scaled jobs and three squarings.
 //! - cipherdm_chebyshev: 1 full-width comparison, 1 + 3 + 1 fma rounds with 1 + 6 + 1 jobs,
 //!   1 select. Largest truncated product: |t|^7 <= 1 (times |coef| <= 0.67 in the sum).
