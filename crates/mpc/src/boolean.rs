@@ -331,25 +331,35 @@ impl Party {
             let pairs_n = m / 2;
             // Pair i combines lo = 2i and hi = 2i + 1; node j's P is plane j - 1 + p_base of `p`.
             let pp = |j: usize| p.plane(j - 1 + p_base);
+            // The P pairs first: their results are the next level's P planes as they stand
+            // (the batch's vectors, cut after them), not copied out plane by plane.
             let mut pairs = Vec::with_capacity(2 * pairs_n);
-            for i in 0..pairs_n {
-                pairs.push((pp(2 * i + 1), g.plane(2 * i)));
-            }
             for i in 1..pairs_n {
                 pairs.push((pp(2 * i + 1), pp(2 * i)));
             }
+            for i in 0..pairs_n {
+                pairs.push((pp(2 * i + 1), g.plane(2 * i)));
+            }
             let r = self.and_batch(cx, P_LEVEL + level, w, &pairs)?;
             let mut ng = Flat::empty(w, pairs_n + 1);
-            let mut np = Flat::empty(w, pairs_n);
             for i in 0..pairs_n {
-                ng.push_xor(g.plane(2 * i + 1), r.plane(i));
-                if i > 0 {
-                    np.push(r.plane(pairs_n + i - 1));
-                }
+                ng.push_xor(g.plane(2 * i + 1), r.plane(pairs_n - 1 + i));
             }
             if m % 2 == 1 {
                 ng.push(g.plane(m - 1));
-                np.push(pp(m - 1));
+            }
+            let odd_p = (m % 2 == 1).then(|| {
+                let last = pp(m - 1);
+                (last.mine.to_vec(), last.next.to_vec())
+            });
+            let mut np = r;
+            np.mine.truncate((pairs_n - 1) * w);
+            np.next.truncate((pairs_n - 1) * w);
+            if let Some((mine, next)) = odd_p {
+                np.push(PlaneRef {
+                    mine: &mine,
+                    next: &next,
+                });
             }
             g = ng;
             p = np;

@@ -91,14 +91,13 @@ pub fn decode_words(
     n: usize,
 ) -> Result<Vec<u64>> {
     check_words(protocol, from, bytes, n)?;
-    let mut out = vec![0u64; n];
-    if cfg!(target_endian = "little") {
-        crate::prf::as_bytes_mut(&mut out).copy_from_slice(bytes);
-    } else {
-        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
-            *o = u64::from_le_bytes(c.try_into().expect("8-byte chunk"));
-        }
-    }
+    // Into fresh capacity, not a zeroed vector (a fill of the whole length before the copy).
+    let mut out = Vec::with_capacity(n);
+    out.extend(
+        bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk"))),
+    );
     Ok(out)
 }
 
