@@ -112,7 +112,8 @@ impl Keystream {
             let low = u32::from_be_bytes([iv[12], iv[13], iv[14], iv[15]]) as u64;
             let last_block = (word_off + out.len()) as u64 / 2 + 1;
             if low + last_block < 1 << 32 {
-                // SAFETY: the round keys exist only when `x86::available()` held.
+                // SAFETY: the round keys exist only when `x86::available()` held; `out` is as
+                // the caller promised.
                 unsafe { x86::apply(rk, iv, word_off, out, op) };
                 return;
             }
