@@ -345,21 +345,12 @@ impl Party {
             for i in 0..pairs_n {
                 ng.push_xor(g.plane(2 * i + 1), r.plane(pairs_n - 1 + i));
             }
-            if m % 2 == 1 {
-                ng.push(g.plane(m - 1));
-            }
-            let odd_p = (m % 2 == 1).then(|| {
-                let last = pp(m - 1);
-                (last.mine.to_vec(), last.next.to_vec())
-            });
             let mut np = r;
             np.mine.truncate((pairs_n - 1) * w);
             np.next.truncate((pairs_n - 1) * w);
-            if let Some((mine, next)) = odd_p {
-                np.push(PlaneRef {
-                    mine: &mine,
-                    next: &next,
-                });
+            if m % 2 == 1 {
+                ng.push(g.plane(m - 1));
+                np.push(pp(m - 1));
             }
             g = ng;
             p = np;

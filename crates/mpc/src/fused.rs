@@ -12,6 +12,7 @@
 //! 64 elements, so the packed fields of a chunk start on a word boundary of any d-bit stream.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::prf::Prf;
@@ -233,7 +234,7 @@ impl Fresh {
 
 /// A piece of a [`Fresh`] vector with its own count of written elements.
 pub(crate) struct FreshPiece<'a> {
-    data: &'a mut [std::mem::MaybeUninit<u64>],
+    data: &'a mut [MaybeUninit<u64>],
     written: AtomicUsize,
     total: &'a AtomicUsize,
 }
@@ -257,15 +258,32 @@ impl<'a> FreshPiece<'a> {
             "a fresh piece was not written whole"
         );
         self.total.fetch_add(len, Ordering::Release);
-        // SAFETY: the piece's writers (`FreshCut::init`) own disjoint parts of its slots, write
-        // all of each and only then count it, so a count of `len` means every slot is written.
-        unsafe { &mut *(self.data as *mut [std::mem::MaybeUninit<u64>] as *mut [u64]) }
+        // SAFETY: the piece's writers (`FreshCut::init` and friends) own disjoint parts of its
+        // slots, write all of each and only then count it, so a count of `len` means every slot
+        // is written.
+        unsafe { assume_written(self.data) }
     }
+}
+
+/// Slots as the words written into them.
+///
+/// # Safety
+/// Every slot is written.
+pub(crate) unsafe fn assume_written(slots: &mut [MaybeUninit<u64>]) -> &mut [u64] {
+    // SAFETY: MaybeUninit<u64> has u64's layout, and the caller vouches for every slot.
+    unsafe { &mut *(slots as *mut [MaybeUninit<u64>] as *mut [u64]) }
+}
+
+/// Initialised values seen as slots to overwrite, for writers that also take fresh memory.
+/// Only whole initialised values may be stored through the result, so `out` stays initialised.
+pub(crate) fn as_uninit<T: Copy>(out: &mut [T]) -> &mut [MaybeUninit<T>] {
+    // SAFETY: MaybeUninit<T> has T's layout, and (above) only initialised values are stored.
+    unsafe { &mut *(out as *mut [T] as *mut [MaybeUninit<T>]) }
 }
 
 /// A chunk of a [`Fresh`] vector, not yet written.
 pub(crate) struct FreshCut<'a> {
-    data: &'a mut [std::mem::MaybeUninit<u64>],
+    data: &'a mut [MaybeUninit<u64>],
     written: &'a AtomicUsize,
 }
 
@@ -284,9 +302,8 @@ impl<'a> FreshCut<'a> {
             count += 1;
         }
         assert_eq!(count, self.data.len(), "a fresh chunk's values ended early");
-        self.written.fetch_add(count, Ordering::Release);
         // SAFETY: every element of the chunk was written just above.
-        unsafe { &mut *(self.data as *mut [std::mem::MaybeUninit<u64>] as *mut [u64]) }
+        unsafe { self.counted() }
     }
 
     /// Lets `write` write the chunk in place and returns it. `write` returns the chunk as
@@ -295,7 +312,7 @@ impl<'a> FreshCut<'a> {
     /// loop on the stores.
     pub fn init_with(
         self,
-        write: impl FnOnce(&mut [std::mem::MaybeUninit<u64>]) -> &mut [u64],
+        write: impl FnOnce(&mut [MaybeUninit<u64>]) -> &mut [u64],
     ) -> &'a mut [u64] {
         let (ptr, len) = (self.data.as_ptr() as *const u64, self.data.len());
         let done = write(&mut *self.data);
@@ -303,17 +320,25 @@ impl<'a> FreshCut<'a> {
             std::ptr::eq(done.as_ptr(), ptr) && done.len() == len,
             "init_with: the writer returned other words than the chunk"
         );
-        self.written.fetch_add(len, Ordering::Release);
         // SAFETY: `write` turned the chunk's slots into these very words, so all are written.
-        unsafe { &mut *(self.data as *mut [std::mem::MaybeUninit<u64>] as *mut [u64]) }
+        unsafe { self.counted() }
     }
 
     /// Writes the chunk with the PRF words `start..` of (`nonce`, `purpose`) and returns it.
     pub fn init_prf(self, key: &Prf, nonce: u64, purpose: u32, start: usize) -> &'a mut [u64] {
         key.fill_uninit_at(nonce, purpose, start, self.data);
-        self.written.fetch_add(self.data.len(), Ordering::Release);
         // SAFETY: the keystream wrote every element of the chunk.
-        unsafe { &mut *(self.data as *mut [std::mem::MaybeUninit<u64>] as *mut [u64]) }
+        unsafe { self.counted() }
+    }
+
+    /// Counts the chunk as written and returns its words.
+    ///
+    /// # Safety
+    /// Every slot of the chunk is written.
+    unsafe fn counted(self) -> &'a mut [u64] {
+        self.written.fetch_add(self.data.len(), Ordering::Release);
+        // SAFETY: the caller's promise.
+        unsafe { assume_written(self.data) }
     }
 }
 
@@ -538,7 +563,7 @@ mod tests {
                     s.write((start + i) as u64 * 3);
                 }
                 // SAFETY: every slot was written just above.
-                unsafe { &mut *(slots as *mut [std::mem::MaybeUninit<u64>] as *mut [u64]) }
+                unsafe { assume_written(slots) }
             });
         });
         let v = v.into_vec();

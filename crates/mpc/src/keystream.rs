@@ -14,6 +14,8 @@ use std::mem::MaybeUninit;
 
 use aes::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 
+use crate::fused::as_uninit;
+
 type CrateCtr = ctr::Ctr128BE<aes::Aes128>;
 
 /// What to do with each keystream word k and destination word o.
@@ -32,8 +34,12 @@ pub(crate) enum Apply {
 impl Apply {
     #[cfg(test)]
     fn word(self, o: &mut u64, k: u64) {
-        // SAFETY: `o` is initialised.
-        unsafe { self.word_uninit(as_uninit(std::slice::from_mut(o)).first_mut().unwrap(), k) }
+        let mut slot = MaybeUninit::new(*o);
+        // SAFETY: `slot` is initialised, and stays so.
+        *o = unsafe {
+            self.word_uninit(&mut slot, k);
+            slot.assume_init()
+        };
     }
 
     /// [`Apply::word`] on a word that `Set` may find uninitialised.
@@ -51,13 +57,6 @@ impl Apply {
         };
         o.write(v);
     }
-}
-
-/// Initialised words seen as words to overwrite (every path here stores whole words).
-fn as_uninit(out: &mut [u64]) -> &mut [MaybeUninit<u64>] {
-    // SAFETY: MaybeUninit<u64> has u64's layout, and only initialised words are stored through
-    // the result, so `out` stays initialised.
-    unsafe { &mut *(out as *mut [u64] as *mut [MaybeUninit<u64>]) }
 }
 
 /// An AES-128 key ready for counter mode.

@@ -5,6 +5,7 @@
 use std::mem::MaybeUninit;
 
 use crate::error::{MpcError, Result};
+use crate::fused::as_uninit;
 use net::PartyId;
 
 pub fn encode_words(words: &[u64]) -> Vec<u8> {
@@ -46,13 +47,6 @@ pub fn push_le_uninit(out: &mut [MaybeUninit<u8>], words: &[u64]) {
             o.write_copy_of_slice(&w.to_le_bytes());
         }
     }
-}
-
-/// Initialised bytes seen as bytes to overwrite (every writer here writes whole values).
-fn as_uninit(out: &mut [u8]) -> &mut [MaybeUninit<u8>] {
-    // SAFETY: MaybeUninit<u8> has u8's layout, and the writers only ever store initialised
-    // bytes through it, so `out` stays initialised.
-    unsafe { &mut *(out as *mut [u8] as *mut [MaybeUninit<u8>]) }
 }
 
 /// Word `i` of a little-endian word buffer.

@@ -23,7 +23,7 @@ use crate::arith::{chunk_fill, Terms};
 use crate::boolean::SignInput;
 use crate::bshare::{from_planes, to_planes, BShare};
 use crate::config::TruncMethod;
-use crate::fused::{self, Fresh, FreshCut};
+use crate::fused::{self, assume_written, Fresh, FreshCut};
 use crate::wire::{pack_bits, unpack_bits};
 use crate::{AShare, MpcError, Party};
 
@@ -293,14 +293,6 @@ fn add_product<S: Slot>(
             .wrapping_add(q.wrapping_mul(u));
         zi.put(base, t.wrapping_mul(c));
     }
-}
-
-/// The slots as the words written into them.
-///
-/// # Safety
-/// Every slot is written.
-unsafe fn assume_written(out: &mut [MaybeUninit<u64>]) -> &mut [u64] {
-    unsafe { &mut *(out as *mut [MaybeUninit<u64>] as *mut [u64]) }
 }
 
 /// The replicated share (both components) of a job without secret products.
