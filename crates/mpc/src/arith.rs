@@ -66,7 +66,12 @@
 //!
 //! Every per-element step above (PRF draws, shifts, the packing of μ and y, the bytes of the
 //! outgoing frames) runs in fused chunked passes (`crate::fused`): a 1M-element product touches
-//! each of its vectors about once and allocates no full-length temporary. Every message goes
+//! each of its vectors about once and allocates no full-length temporary. The output vectors'
+//! final values are formed in cache (a chunk of scratch memory at R0, a pool of piece buffers
+//! at R1 and R2: `APiece`) and a large vector gets them with streaming stores
+//! (`fused::STREAM_MIN`), so its memory is written once and never read first: the passes of
+//! a product are limited by memory bandwidth here (its first pass alone reads 32 MB per party
+//! at 1M). Every message goes
 //! out in pieces (`fused::PIECE` elements) as its pass makes them, and R1 and R2 pipeline their
 //! passes over the pieces (`R12Stages`): a piece's next pass runs as soon as the other
 //! party's piece is in, while the piece is still in cache, and the passes of the next piece
@@ -347,6 +352,36 @@ impl<'a> Terms<'a> {
         }
     }
 
+    /// Writes elements `start..start + out.len()` of z into `out` and returns them.
+    fn fill<'z>(&self, start: usize, out: &'z mut [MaybeUninit<u64>]) -> &'z mut [u64] {
+        let r = start..start + out.len();
+        match self {
+            Terms::Product([a0, a1, b0, b1]) => {
+                let ins = a0[r.clone()]
+                    .iter()
+                    .zip(&a1[r.clone()])
+                    .zip(&b0[r.clone()])
+                    .zip(&b1[r]);
+                for (o, (((&p, &q), &u), &v)) in out.iter_mut().zip(ins) {
+                    o.write(
+                        p.wrapping_mul(u.wrapping_add(v))
+                            .wrapping_add(q.wrapping_mul(u)),
+                    );
+                }
+            }
+            Terms::Square([a0, a1]) => {
+                for (o, (&p, &q)) in out.iter_mut().zip(a0[r.clone()].iter().zip(&a1[r])) {
+                    o.write(p.wrapping_mul(p.wrapping_add(q.wrapping_mul(2))));
+                }
+            }
+            Terms::Chunks(_, fill) => return fill(start, out),
+            Terms::Ready(_) => unreachable!("a ready z is not computed"),
+        }
+        // SAFETY: the inputs were sliced to `out`'s length (a short one panics above), so the
+        // loop wrote every slot.
+        unsafe { fused::assume_written(out) }
+    }
+
     /// The vector the first pass works in, and what it computes there.
     fn split(self) -> (ZBuf, Terms<'a>) {
         match self {
@@ -429,6 +464,63 @@ impl<'a> VPiece<'a> {
     }
 }
 
+/// R1's and R2's piece of A between the stages of a truncation ([`R12Stages`]): a fused
+/// product's piece is formed in a buffer of this thread's pool (at most three pieces are in
+/// flight, so the pool holds three buffers that are likely still in cache) and written into
+/// its fresh vector by the last stage ([`FreshCut::init_streamed`]), so a large vector is
+/// written once and never read from memory first; a standalone truncation works on A in
+/// place.
+enum APiece<'v> {
+    InPlace(&'v mut [u64]),
+    Pooled(Vec<u64>, FreshPiece<'v>),
+}
+
+thread_local! {
+    static PIECE_POOL: std::cell::RefCell<Vec<Vec<u64>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl<'v> APiece<'v> {
+    fn new(piece: VPiece<'v>, m: usize) -> Self {
+        match piece {
+            VPiece::Ready(z) => APiece::InPlace(z),
+            VPiece::Fresh(dest) => {
+                let mut buf = PIECE_POOL
+                    .with(|p| p.borrow_mut().pop())
+                    .unwrap_or_default();
+                if buf.len() < m {
+                    buf.resize(m, 0);
+                }
+                APiece::Pooled(buf, dest)
+            }
+        }
+    }
+
+    fn is_pooled(&self) -> bool {
+        matches!(self, APiece::Pooled(..))
+    }
+
+    fn vals(&mut self) -> &mut [u64] {
+        match self {
+            APiece::InPlace(z) => z,
+            APiece::Pooled(buf, dest) => &mut buf[..dest.len()],
+        }
+    }
+
+    /// After the last stage: a pooled piece's values go to its fresh vector.
+    fn finish(self) {
+        if let APiece::Pooled(mut buf, mut dest) = self {
+            let m = dest.len();
+            fused::run(
+                m,
+                (Cut::words(&mut buf[..m]), dest.cut()),
+                &|_, _, (v, out)| out.init_streamed(bytemuck::cast_slice(v.data)),
+            );
+            dest.into_written();
+            PIECE_POOL.with(|p| p.borrow_mut().push(buf));
+        }
+    }
+}
+
 enum ZCut<'a> {
     Ready(Cut<'a, u64>),
     Fresh(FreshCut<'a>),
@@ -454,29 +546,27 @@ impl<'a> ZCut<'a> {
     fn z(self, start: usize, terms: &Terms<'_>) -> &'a mut [u64] {
         match self {
             ZCut::Ready(c) => c.data,
+            ZCut::Fresh(c) => c.init_with(|z| terms.fill(start, z)),
+        }
+    }
+
+    /// [`ZCut::z`] for a pass that forms the chunk's final values and writes them out last
+    /// ([`FreshCut::init_streamed`]): a ready z in place (and None), a fresh one computed into
+    /// `scratch` (and the chunk to stream the values to).
+    fn staged<'s>(
+        self,
+        start: usize,
+        terms: &Terms<'_>,
+        scratch: &'s mut [u64],
+    ) -> (Option<FreshCut<'a>>, &'s mut [u64])
+    where
+        'a: 's,
+    {
+        match self {
+            ZCut::Ready(c) => (None, c.data),
             ZCut::Fresh(c) => {
-                let r = start..start + c.len();
-                match terms {
-                    Terms::Product([a0, a1, b0, b1]) => c.init(
-                        a0[r.clone()]
-                            .iter()
-                            .zip(&a1[r.clone()])
-                            .zip(&b0[r.clone()])
-                            .zip(&b1[r])
-                            .map(|(((&p, &q), &u), &v)| {
-                                p.wrapping_mul(u.wrapping_add(v))
-                                    .wrapping_add(q.wrapping_mul(u))
-                            }),
-                    ),
-                    Terms::Square([a0, a1]) => c.init(
-                        a0[r.clone()]
-                            .iter()
-                            .zip(&a1[r])
-                            .map(|(&p, &q)| p.wrapping_mul(p.wrapping_add(q.wrapping_mul(2)))),
-                    ),
-                    Terms::Chunks(_, fill) => c.init_with(|z| fill(start, z)),
-                    Terms::Ready(_) => unreachable!("a ready z is not fresh"),
-                }
+                let z = terms.fill(start, fused::as_uninit(&mut scratch[..c.len()]));
+                (Some(c), z)
             }
         }
     }
@@ -498,15 +588,10 @@ impl R12Stages<'_, '_> {
     /// Stage A of piece `index` (elements `first..first + m`): in a fused product, form this
     /// party's term of A in `piece` and send its high 64 - d bits; returns A's piece (the term,
     /// or A itself in a standalone truncation).
-    fn a<'v>(
-        &self,
-        index: usize,
-        first: usize,
-        m: usize,
-        mut piece: VPiece<'v>,
-    ) -> Result<&'v mut [u64]> {
+    fn a<'v>(&self, index: usize, first: usize, m: usize, piece: VPiece<'v>) -> Result<APiece<'v>> {
+        let mut a = APiece::new(piece, m);
         let Some(terms) = self.terms else {
-            return Ok(piece.into_written());
+            return Ok(a);
         };
         let (cx, d) = (self.cx, self.d);
         let nonce = cx.nonce;
@@ -518,33 +603,39 @@ impl R12Stages<'_, '_> {
             (cx.prf_rel(0), true)
         };
         let high = 64 - d;
+        let computed = a.is_pooled();
         let mut frame = Frame::new(packed_len(m, high));
         fused::run(
             m,
-            (piece.cut(), frame.cut().packed(high)),
+            (Cut::words(a.vals()), frame.cut().packed(high)),
             &|at, _, (z, out)| {
                 let start = first + at;
-                let z = z.z(start, terms);
+                let z = if computed {
+                    terms.fill(start, fused::as_uninit(z.data))
+                } else {
+                    z.data
+                };
                 key.add_at(nonce, P_MASK, start, z, negate);
                 z.iter_mut().for_each(|x| *x >>= d);
                 out.put_packed(z, high);
             },
         );
         cx.send_piece(self.other, index, frame.into_vec())?;
-        Ok(piece.into_written())
+        Ok(a)
     }
 
     /// Stage B of piece `index`: complete A (fused: with the other's high bits), shift it
-    /// into c2 and write the component shared with R0 into `c`; robust: add this party's
-    /// d-bit term of the correction to c2 and send it. Returns c2's piece (for stage C).
+    /// into c2 (`a`) and write the component shared with R0 into `c`; robust: add this party's
+    /// d-bit term of the correction to c2 and send it.
     fn b<'v>(
         &self,
         index: usize,
         first: usize,
         m: usize,
-        a: &'v mut [u64],
+        mut piece: APiece<'v>,
         mut c: FreshPiece<'_>,
-    ) -> Result<&'v mut [u64]> {
+    ) -> Result<Option<APiece<'v>>> {
+        let a = piece.vals();
         let (cx, d, robust) = (self.cx, self.d, self.robust);
         let nonce = cx.nonce;
         let high = 64 - d;
@@ -575,27 +666,30 @@ impl R12Stages<'_, '_> {
             let k1 = cx.prf_rel(1);
             fused::run(m, parts, &|at, len, (a, delta, y)| {
                 let start = first + at;
-                let delta = delta.init_prf(k1, nonce, P_DELTA, start);
                 complete(at, a.data);
-                if !robust {
-                    a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
-                    return;
-                }
-                let words = narrow_words(len, 2, d);
-                with_scratch(words + len, |buf| {
-                    let (w, terms) = buf.split_at_mut(words);
-                    let r = narrow_chunk(cx, 1, start, 2, d, w);
-                    with_lanes!(r, r => {
-                        let elems = a.data.iter_mut().zip(delta.iter_mut()).zip(&mut *terms);
-                        for (((x, dl), t), r) in elems.zip(r.chunks_exact(2)) {
-                            let (rho, z1): (u64, u64) = (r[0].into(), r[1].into());
-                            *t = (rho & (*x >> 63).wrapping_neg()).wrapping_sub(z1);
-                            // Our own term of the correction now; the other's in stage C.
-                            *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
-                            *dl = dl.wrapping_add(z1 << k);
-                        }
-                    });
-                    y.put_packed(terms, d);
+                let words = if robust { narrow_words(len, 2, d) } else { 0 };
+                // δ is formed in scratch memory and streamed out last (a fresh vector).
+                with_scratch(2 * len + words, |buf| {
+                    let (dl, rest) = buf.split_at_mut(len);
+                    let (terms, w) = rest.split_at_mut(len);
+                    k1.fill_at(nonce, P_DELTA, start, dl);
+                    if !robust {
+                        a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
+                    } else {
+                        let r = narrow_chunk(cx, 1, start, 2, d, w);
+                        with_lanes!(r, r => {
+                            let elems = a.data.iter_mut().zip(dl.iter_mut()).zip(&mut *terms);
+                            for (((x, dl), t), r) in elems.zip(r.chunks_exact(2)) {
+                                let (rho, z1): (u64, u64) = (r[0].into(), r[1].into());
+                                *t = (rho & (*x >> 63).wrapping_neg()).wrapping_sub(z1);
+                                // Our own term of the correction now; the other's in stage C.
+                                *x = ceil_shift(*x, d).wrapping_sub(offset).wrapping_add(*t << k);
+                                *dl = dl.wrapping_add(z1 << k);
+                            }
+                        });
+                        y.put_packed(terms, d);
+                    }
+                    delta.init_streamed(bytemuck::cast_slice(dl));
                 });
             });
         } else {
@@ -603,11 +697,7 @@ impl R12Stages<'_, '_> {
             let from0 = split_frame(cx.label, cx.abs(0), &frame, &[8 * m, narrow])?;
             fused::run(m, parts, &|at, len, (a, c, y)| {
                 let start = first + at;
-                c.init(
-                    from0[0][8 * at..8 * (at + len)]
-                        .chunks_exact(8)
-                        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
-                );
+                c.init_streamed(&from0[0][8 * at..8 * (at + len)]);
                 complete(at, a.data);
                 if !robust {
                     a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
@@ -635,11 +725,16 @@ impl R12Stages<'_, '_> {
         if robust {
             cx.send_piece(self.other, index, y.into_vec())?;
         }
-        Ok(a)
+        if robust {
+            return Ok(Some(piece));
+        }
+        piece.finish();
+        Ok(None)
     }
 
     /// Stage C (robust): add the other's term of the correction, times 2^(64 - d), to c2.
-    fn c(&self, m: usize, a: &mut [u64]) -> Result<()> {
+    fn c(&self, m: usize, mut piece: APiece<'_>) -> Result<()> {
+        let a = piece.vals();
         let (cx, d) = (self.cx, self.d);
         let theirs = cx.recv(self.other)?;
         check_len(cx.label, cx.abs(self.other), &theirs, packed_len(m, d))?;
@@ -652,6 +747,7 @@ impl R12Stages<'_, '_> {
                 }
             });
         });
+        piece.finish();
         Ok(())
     }
 }
@@ -765,19 +861,27 @@ impl Party {
             );
             fused::run(m, parts, &|at, len, (b, delta, c0, mu)| {
                 let start = first + at;
-                let b = b.z(start, terms);
-                let delta = delta.init_prf(k1, nonce, P_DELTA, start);
-                complete(start, b);
-                if robust {
-                    let k = 64 - d;
-                    let (n1, n0) = (narrow_words(len, 2, d), narrow_words(len, 1, d));
-                    with_scratch(n1 + n0 + len, |buf| {
-                        let (w1, rest) = buf.split_at_mut(n1);
+                let k = 64 - d;
+                let (n1, n0) = if robust {
+                    (narrow_words(len, 2, d), narrow_words(len, 1, d))
+                } else {
+                    (0, 0)
+                };
+                let bits = if robust { len } else { 0 };
+                // c0 and δ are formed in scratch memory and streamed out last (fresh vectors).
+                with_scratch(2 * len + n1 + n0 + bits, |buf| {
+                    let (zs, rest) = buf.split_at_mut(len);
+                    let (dl, rest) = rest.split_at_mut(len);
+                    let (b_out, b) = b.staged(start, terms, zs);
+                    k1.fill_at(nonce, P_DELTA, start, dl);
+                    complete(start, b);
+                    if robust {
+                        let (w1, rest) = rest.split_at_mut(n1);
                         let (w0, masked_bits) = rest.split_at_mut(n0);
                         let r1 = narrow_chunk(cx, 1, start, 2, d, w1);
                         let r0 = narrow_chunk(cx, 0, start, 1, d, w0);
                         with_lanes!(r1, r1 => with_lanes!(r0, r0 => {
-                            let elems = b.iter_mut().zip(delta.iter_mut()).zip(&mut *masked_bits);
+                            let elems = b.iter_mut().zip(dl.iter_mut()).zip(&mut *masked_bits);
                             for ((((x, dl), m), r1), &z0) in elems.zip(r1.chunks_exact(2)).zip(r0) {
                                 let b = x.wrapping_add(offset);
                                 let (rho, z1, z0): (u64, u64, u64) =
@@ -788,13 +892,17 @@ impl Party {
                             }
                         }));
                         mu.put_packed(masked_bits, d);
-                    });
-                } else {
-                    for (x, dl) in b.iter_mut().zip(delta.iter()) {
-                        *x = floor_shift(x.wrapping_add(centre), d).wrapping_sub(*dl);
+                    } else {
+                        for (x, dl) in b.iter_mut().zip(dl.iter()) {
+                            *x = floor_shift(x.wrapping_add(centre), d).wrapping_sub(*dl);
+                        }
                     }
-                }
-                c0.put_words(b);
+                    c0.put_words(b);
+                    if let Some(out) = b_out {
+                        out.init_streamed(bytemuck::cast_slice(b));
+                    }
+                    delta.init_streamed(bytemuck::cast_slice(dl));
+                });
             });
             v_piece.into_written();
             delta_piece.into_written();
@@ -855,10 +963,10 @@ impl Party {
                 .enumerate();
             // Piece j's stage B runs after piece j + 1's stage A, its C after j + 1's B.
             let mut after_b = Lag::new();
+            let stage_c = |(m, a)| stage.c(m, a);
             let mut stage_b = |(j, first, m, a, c_piece)| {
-                let a = stage.b(j, first, m, a, c_piece)?;
-                if robust {
-                    after_b.push((m, a), |(m, a)| stage.c(m, a))?;
+                if let Some(a) = stage.b(j, first, m, a, c_piece)? {
+                    after_b.push((m, a), stage_c)?;
                 }
                 Ok::<(), MpcError>(())
             };
@@ -868,7 +976,7 @@ impl Party {
                 after_a.push((j, first, m, a, c_piece), &mut stage_b)?;
             }
             after_a.finish(&mut stage_b)?;
-            after_b.finish(|(m, a)| stage.c(m, a))?;
+            after_b.finish(stage_c)?;
         }
         let (v, c_r0) = (v.into_vec(), c_r0.into_vec());
         // R1 holds (c_1, c_2), R2 holds (c_2, c_0): `c_r0` is the component shared with R0.

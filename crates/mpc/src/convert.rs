@@ -250,7 +250,8 @@ impl Party {
                 let parts = (mask_piece.cut(), mine_piece.cut(), to_other.cut().words());
                 fused::run(m, parts, &|at, len, (mask, mine, out)| {
                     let start = first + at;
-                    fused::with_scratch(len, |big_t| {
+                    fused::with_scratch(2 * len, |buf| {
+                        let (big_t, m) = buf.split_at_mut(len);
                         key_pad.fill_at(nonce, pad_purpose, start, big_t);
                         // 64 elements per word of the bit plane (`start` is a multiple of 64).
                         let r = start..start + len;
@@ -274,10 +275,12 @@ impl Party {
                                     .wrapping_add(we.wrapping_mul(wx));
                             }
                         }
-                        let m = mask.init_prf(key_mask, nonce, mask_purpose, start);
+                        // The mask is formed in scratch memory and streamed out (a fresh vector).
+                        key_mask.fill_at(nonce, mask_purpose, start, m);
                         let v =
                             mine.init(big_t.iter().zip(m.iter()).map(|(a, m)| a.wrapping_sub(*m)));
                         out.put_words(v);
+                        mask.init_streamed(bytemuck::cast_slice(m));
                     });
                 });
                 cx.send_piece(other, j, to_other.into_vec())?;

@@ -187,26 +187,46 @@ impl<T> Unwritten<T> {
 /// 8 MB fill costs about as much as the arithmetic that then overwrites it). The pass gets each
 /// chunk as a [`FreshCut`], which it can initialise only once and only whole; [`Fresh::into_vec`]
 /// checks that all `n` words were.
-pub(crate) struct Fresh(Unwritten<u64>);
+pub(crate) struct Fresh {
+    words: Unwritten<u64>,
+    /// Whether [`FreshCut::init_streamed`] writes past the caches (a vector of at least
+    /// [`STREAM_MIN`] words).
+    stream: bool,
+}
+
+/// Vectors of at least this many words (2 MB, this machine's L2 cache per core) have their
+/// final values streamed to memory ([`stream_le_words`]); smaller ones are written to the
+/// cache, where the next protocol finds them. Measured here: writing 8 MB then reading it back
+/// took 1.15 + 0.97 ms with ordinary stores and 0.46 + 1.12 streamed, 2 MB 0.26 + 0.14 and
+/// 0.11 + 0.25, 1 MB 0.13 + 0.06 and 0.05 + 0.13.
+pub(crate) const STREAM_MIN: usize = 1 << 18;
 
 impl Fresh {
     pub fn new(n: usize) -> Self {
-        Fresh(Unwritten::new(n))
+        Fresh {
+            words: Unwritten::new(n),
+            stream: n >= STREAM_MIN,
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.0.n
+        self.words.n
     }
 
     /// The whole vector as one output of a pass.
     pub fn cut(&mut self) -> FreshCut<'_> {
-        let (data, written) = self.0.slots();
-        FreshCut { data, written }
+        let stream = self.stream;
+        let (data, written) = self.words.slots();
+        FreshCut {
+            data,
+            written,
+            stream,
+        }
     }
 
     /// The vector, once a pass has initialised every chunk. Panics otherwise.
     pub fn into_vec(self) -> Vec<u64> {
-        self.0.finish("a fresh vector")
+        self.words.finish("a fresh vector")
     }
 }
 
@@ -216,7 +236,8 @@ impl Fresh {
     /// while later pieces are still unwritten. Each piece is written whole through
     /// [`FreshPiece::cut`] and then taken with [`FreshPiece::into_written`].
     pub fn pieces(&mut self, lens: impl IntoIterator<Item = usize>) -> Vec<FreshPiece<'_>> {
-        let (mut rest, total) = self.0.slots();
+        let stream = self.stream;
+        let (mut rest, total) = self.words.slots();
         let mut out = Vec::new();
         for len in lens {
             let (piece, after) = std::mem::take(&mut rest).split_at_mut(len);
@@ -225,6 +246,7 @@ impl Fresh {
                 data: piece,
                 written: AtomicUsize::new(0),
                 total,
+                stream,
             });
         }
         assert!(rest.is_empty(), "the pieces do not cover the fresh vector");
@@ -237,14 +259,21 @@ pub(crate) struct FreshPiece<'a> {
     data: &'a mut [MaybeUninit<u64>],
     written: AtomicUsize,
     total: &'a AtomicUsize,
+    stream: bool,
 }
 
 impl<'a> FreshPiece<'a> {
+    /// Elements in the piece.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
     /// The piece as one output of a pass that writes it whole.
     pub fn cut(&mut self) -> FreshCut<'_> {
         FreshCut {
             data: &mut *self.data,
             written: &self.written,
+            stream: self.stream,
         }
     }
 
@@ -262,6 +291,53 @@ impl<'a> FreshPiece<'a> {
         // slots, write all of each and only then count it, so a count of `len` means every slot
         // is written.
         unsafe { assume_written(self.data) }
+    }
+}
+
+/// Writes `dst` from the little-endian words in `src` (8 bytes per slot; panics on another
+/// length) with non-temporal stores on x86-64, where whole cache lines go straight to memory.
+/// For a protocol's outputs, written once and not read again in the pass: an ordinary store
+/// to a line not in cache first reads the line from memory, and on this machine writing a
+/// fresh 8 MB vector that way took 0.87 ms against 0.35 streamed (0.50 with the values first in
+/// a chunk of scratch memory), with memory bandwidth the limit of a product's passes.
+pub(crate) fn stream_le_words(dst: &mut [MaybeUninit<u64>], src: &[u8]) {
+    assert_eq!(src.len(), 8 * dst.len(), "stream_le_words: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+        // Ordinary stores up to the first 64-byte line, whole lines streamed, the rest ordinary.
+        let misaligned = (dst.as_ptr() as usize / 8) % 8;
+        let head = ((8 - misaligned) % 8).min(dst.len());
+        let lines = (dst.len() - head) / 8;
+        let (first, rest) = dst.split_at_mut(head);
+        let (body, tail) = rest.split_at_mut(8 * lines);
+        write_le_words(first, &src[..8 * head]);
+        let body_src = &src[8 * head..8 * (head + 8 * lines)];
+        for (line, words) in body.chunks_exact_mut(8).zip(body_src.chunks_exact(64)) {
+            let out = line.as_mut_ptr() as *mut __m128i;
+            for q in 0..4 {
+                // SAFETY: `out` is a 64-byte aligned line of 8 slots (by `head`), so quarter q
+                // is an aligned 16-byte slot inside it; `words` has 64 bytes to read.
+                unsafe {
+                    let v = _mm_loadu_si128(words.as_ptr().add(16 * q) as *const __m128i);
+                    _mm_stream_si128(out.add(q), v);
+                }
+            }
+        }
+        write_le_words(tail, &src[8 * (head + 8 * lines)..]);
+        // Streaming stores are weakly ordered: fence them before the chunk is counted written
+        // and handed to another thread.
+        // SAFETY: SSE2 is part of x86-64.
+        unsafe { _mm_sfence() };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    write_le_words(dst, src);
+}
+
+fn write_le_words(dst: &mut [MaybeUninit<u64>], src: &[u8]) {
+    assert_eq!(src.len(), 8 * dst.len(), "write_le_words: lengths differ");
+    for (o, b) in dst.iter_mut().zip(src.chunks_exact(8)) {
+        o.write(u64::from_le_bytes(b.try_into().expect("8 bytes")));
     }
 }
 
@@ -285,6 +361,7 @@ pub(crate) fn as_uninit<T: Copy>(out: &mut [T]) -> &mut [MaybeUninit<T>] {
 pub(crate) struct FreshCut<'a> {
     data: &'a mut [MaybeUninit<u64>],
     written: &'a AtomicUsize,
+    stream: bool,
 }
 
 impl<'a> FreshCut<'a> {
@@ -324,11 +401,32 @@ impl<'a> FreshCut<'a> {
         unsafe { self.counted() }
     }
 
-    /// Writes the chunk with the PRF words `start..` of (`nonce`, `purpose`) and returns it.
-    pub fn init_prf(self, key: &Prf, nonce: u64, purpose: u32, start: usize) -> &'a mut [u64] {
-        key.fill_uninit_at(nonce, purpose, start, self.data);
-        // SAFETY: the keystream wrote every element of the chunk.
-        unsafe { self.counted() }
+    /// Writes the chunk with the PRF words `start..` of (`nonce`, `purpose`): straight into
+    /// the chunk, or through scratch memory and streamed in a large vector.
+    pub fn init_prf(self, key: &Prf, nonce: u64, purpose: u32, start: usize) {
+        if self.stream {
+            with_scratch(self.len(), |buf| {
+                key.fill_at(nonce, purpose, start, buf);
+                self.init_streamed(bytemuck::cast_slice(buf));
+            });
+        } else {
+            key.fill_uninit_at(nonce, purpose, start, self.data);
+            // SAFETY: the keystream wrote every element of the chunk.
+            unsafe { self.counted() };
+        }
+    }
+
+    /// Writes the chunk from the little-endian words in `bytes` (8 per element; panics on
+    /// another length), for a pass that forms the values in scratch memory and writes them
+    /// once: streamed past the caches in a large vector ([`STREAM_MIN`]), else copied.
+    pub fn init_streamed(self, bytes: &[u8]) {
+        if self.stream {
+            stream_le_words(self.data, bytes);
+        } else {
+            write_le_words(self.data, bytes);
+        }
+        // SAFETY: both writers write every slot (or panic on a short `bytes`).
+        unsafe { self.counted() };
     }
 
     /// Counts the chunk as written and returns its words.
@@ -351,10 +449,12 @@ impl Parts for FreshCut<'_> {
             FreshCut {
                 data: a,
                 written: w,
+                stream: self.stream,
             },
             FreshCut {
                 data: b,
                 written: w,
+                stream: self.stream,
             },
         )
     }
@@ -568,6 +668,51 @@ mod tests {
         });
         let v = v.into_vec();
         assert!(v.iter().enumerate().all(|(i, x)| *x == i as u64 * 3));
+    }
+
+    #[test]
+    fn streamed_words_match_a_plain_copy_at_every_alignment_and_length() {
+        // Heads, whole 64-byte lines and tails in every combination: the destination starts
+        // at each word of a line and the lengths straddle line boundaries.
+        let src: Vec<u64> = (0..300u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        for offset in 0..8 {
+            for len in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 130, 291] {
+                let mut buf = vec![MaybeUninit::new(u64::MAX); 300 + 16];
+                let dst = &mut buf[offset..offset + len];
+                stream_le_words(dst, bytemuck::cast_slice(&src[..len]));
+                // SAFETY: the whole buffer was initialised at creation.
+                let all = unsafe { assume_written(&mut buf) };
+                assert_eq!(
+                    &all[offset..offset + len],
+                    &src[..len],
+                    "offset {offset} len {len}"
+                );
+                assert!(all[..offset].iter().all(|&x| x == u64::MAX));
+                assert!(all[offset + len..].iter().all(|&x| x == u64::MAX));
+            }
+        }
+    }
+
+    #[test]
+    fn large_fresh_vectors_stream_and_small_ones_copy_the_same_values() {
+        for n in [STREAM_MIN - 3, STREAM_MIN + 5 * CHUNK + 3] {
+            let mut v = Fresh::new(n);
+            assert_eq!(v.stream, n >= STREAM_MIN);
+            run(n, v.cut(), &|start, len, c| {
+                let vals: Vec<u64> = (start..start + len).map(|i| i as u64 ^ 0x55).collect();
+                c.init_streamed(bytemuck::cast_slice(&vals));
+            });
+            let v = v.into_vec();
+            assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64 ^ 0x55));
+            let key = Prf::new([3; 16]);
+            let mut w = Fresh::new(n);
+            run(n, w.cut(), &|start, _, c| c.init_prf(&key, 9, 2, start));
+            let mut want = vec![0u64; n];
+            key.fill_at(9, 2, 0, &mut want);
+            assert_eq!(w.into_vec(), want);
+        }
     }
 
     #[test]

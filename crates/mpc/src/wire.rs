@@ -85,14 +85,11 @@ pub fn decode_words(
     n: usize,
 ) -> Result<Vec<u64>> {
     check_words(protocol, from, bytes, n)?;
-    // Into fresh capacity, not a zeroed vector (a fill of the whole length before the copy).
-    let mut out = Vec::with_capacity(n);
-    out.extend(
-        bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk"))),
-    );
-    Ok(out)
+    // Into fresh capacity, not a zeroed vector (a fill of the whole length before the copy),
+    // and streamed past the caches when the vector is large.
+    let mut out = crate::fused::Fresh::new(n);
+    out.cut().init_streamed(bytes);
+    Ok(out.into_vec())
 }
 
 /// Bytes that `n` values of `width` bits occupy when packed.
