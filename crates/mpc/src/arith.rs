@@ -508,15 +508,27 @@ impl<'v> APiece<'v> {
 
     /// After the last stage: a pooled piece's values go to its fresh vector.
     fn finish(self) {
-        if let APiece::Pooled(mut buf, mut dest) = self {
-            let m = dest.len();
-            fused::run(
-                m,
-                (Cut::words(&mut buf[..m]), dest.cut()),
-                &|_, _, (v, out)| out.init_streamed(bytemuck::cast_slice(v.data)),
-            );
-            dest.into_written();
-            PIECE_POOL.with(|p| p.borrow_mut().push(buf));
+        self.finish_with(&|_, _| {});
+    }
+
+    /// The last stage's pass: `last(at, vals)` on each chunk of the piece, and a pooled
+    /// piece's chunk then goes straight to its fresh vector (one pass, not two).
+    fn finish_with(self, last: &(impl Fn(usize, &mut [u64]) + Sync)) {
+        match self {
+            APiece::InPlace(z) => fused::run(z.len(), Cut::words(z), &|at, _, v| last(at, v.data)),
+            APiece::Pooled(mut buf, mut dest) => {
+                let m = dest.len();
+                fused::run(
+                    m,
+                    (Cut::words(&mut buf[..m]), dest.cut()),
+                    &|at, _, (v, out)| {
+                        last(at, v.data);
+                        out.init_streamed(bytemuck::cast_slice(v.data));
+                    },
+                );
+                dest.into_written();
+                PIECE_POOL.with(|p| p.borrow_mut().push(buf));
+            }
         }
     }
 }
@@ -733,21 +745,19 @@ impl R12Stages<'_, '_> {
     }
 
     /// Stage C (robust): add the other's term of the correction, times 2^(64 - d), to c2.
-    fn c(&self, m: usize, mut piece: APiece<'_>) -> Result<()> {
-        let a = piece.vals();
+    fn c(&self, m: usize, piece: APiece<'_>) -> Result<()> {
         let (cx, d) = (self.cx, self.d);
         let theirs = cx.recv(self.other)?;
         check_len(cx.label, cx.abs(self.other), &theirs, packed_len(m, d))?;
         let k = 64 - d;
-        fused::run(m, Cut::words(a), &|at, len, a| {
-            with_scratch(len, |other| {
+        piece.finish_with(&|at, a| {
+            with_scratch(a.len(), |other| {
                 unpack_into(&theirs[at * d as usize / 8..], d, other);
-                for (x, y) in a.data.iter_mut().zip(&*other) {
+                for (x, y) in a.iter_mut().zip(&*other) {
                     *x = x.wrapping_add(y << k);
                 }
             });
         });
-        piece.finish();
         Ok(())
     }
 }
