@@ -8,9 +8,9 @@
 #
 #   scripts/bench/vs_spu.sh [mul matmul less exp silu gelu rsqrt softmax]   (default: all)
 # Environment: SPU_DIR (default ../shared/peers/spu next to the repo, or /work/shared/peers/spu),
-# SPU_PY (default /tmp/spu-venv/bin/python), REPEAT (our timed runs after one warm-up, default 5:
-# SPU's harness does two warm-ups and three runs; with three, our short ops still include heap
-# growth), ROUNDS (default 1),
+# SPU_PY (default /tmp/spu-venv/bin/python), REPEAT (our timed runs after three warm-ups,
+# `mpc::bench::WARMUP_RUNS`, default 5; SPU's harness does two warm-ups and three runs),
+# ROUNDS (default 1),
 # OUT (JSON of the comparison, default target/vs_spu.json), SETTLE (default 1: after each SPU
 # run, run our op once unmeasured first; 0: measure right after SPU).
 #

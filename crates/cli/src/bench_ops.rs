@@ -43,7 +43,7 @@ pub struct BenchOpsArgs {
     /// Write the records as a JSON array to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Timed runs per op (after one warm-up); the median is reported.
+    /// Timed runs per op (after three untimed warm-up runs); the median is reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
     /// Seed of the inputs.
