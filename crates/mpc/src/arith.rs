@@ -523,7 +523,7 @@ impl<'v> APiece<'v> {
                     (Cut::words(&mut buf[..m]), dest.cut()),
                     &|at, _, (v, out)| {
                         last(at, v.data);
-                        out.init_streamed(bytemuck::cast_slice(v.data));
+                        out.init_streamed(v.data);
                     },
                 );
                 dest.into_written();
@@ -701,7 +701,7 @@ impl R12Stages<'_, '_> {
                         });
                         y.put_packed(terms, d);
                     }
-                    delta.init_streamed(bytemuck::cast_slice(dl));
+                    delta.init_streamed(dl);
                 });
             });
         } else {
@@ -709,7 +709,7 @@ impl R12Stages<'_, '_> {
             let from0 = split_frame(cx.label, cx.abs(0), &frame, &[8 * m, narrow])?;
             fused::run(m, parts, &|at, len, (a, c, y)| {
                 let start = first + at;
-                c.init_streamed(&from0[0][8 * at..8 * (at + len)]);
+                c.init_streamed_le(&from0[0][8 * at..8 * (at + len)]);
                 complete(at, a.data);
                 if !robust {
                     a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
@@ -909,9 +909,9 @@ impl Party {
                     }
                     c0.put_words(b);
                     if let Some(out) = b_out {
-                        out.init_streamed(bytemuck::cast_slice(b));
+                        out.init_streamed(b);
                     }
-                    delta.init_streamed(bytemuck::cast_slice(dl));
+                    delta.init_streamed(dl);
                 });
             });
             v_piece.into_written();

@@ -280,7 +280,7 @@ impl Party {
                         let v =
                             mine.init(big_t.iter().zip(m.iter()).map(|(a, m)| a.wrapping_sub(*m)));
                         out.put_words(v);
-                        mask.init_streamed(bytemuck::cast_slice(m));
+                        mask.init_streamed(m);
                     });
                 });
                 cx.send_piece(other, j, to_other.into_vec())?;

@@ -295,43 +295,40 @@ impl<'a> FreshPiece<'a> {
 }
 
 /// Writes `dst` from the little-endian words in `src` (8 bytes per slot; panics on another
-/// length) with non-temporal stores on x86-64, where whole cache lines go straight to memory.
-/// For a protocol's outputs, written once and not read again in the pass: an ordinary store
-/// to a line not in cache first reads the line from memory, and on this machine writing a
-/// fresh 8 MB vector that way took 0.87 ms against 0.35 streamed (0.50 with the values first in
-/// a chunk of scratch memory), with memory bandwidth the limit of a product's passes.
-pub(crate) fn stream_le_words(dst: &mut [MaybeUninit<u64>], src: &[u8]) {
+/// length) with non-temporal stores, where whole cache lines go straight to memory. For a
+/// protocol's outputs, written once and not read again in the pass: an ordinary store to a line
+/// not in cache first reads the line from memory, and on this machine writing a fresh 8 MB
+/// vector that way took 0.87 ms against 0.35 streamed (0.50 with the values first in a chunk of
+/// scratch memory), with memory bandwidth the limit of a product's passes.
+#[cfg(target_arch = "x86_64")]
+fn stream_le_words(dst: &mut [MaybeUninit<u64>], src: &[u8]) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
     assert_eq!(src.len(), 8 * dst.len(), "stream_le_words: lengths differ");
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
-        // Ordinary stores up to the first 64-byte line, whole lines streamed, the rest ordinary.
-        let misaligned = (dst.as_ptr() as usize / 8) % 8;
-        let head = ((8 - misaligned) % 8).min(dst.len());
-        let lines = (dst.len() - head) / 8;
-        let (first, rest) = dst.split_at_mut(head);
-        let (body, tail) = rest.split_at_mut(8 * lines);
-        write_le_words(first, &src[..8 * head]);
-        let body_src = &src[8 * head..8 * (head + 8 * lines)];
-        for (line, words) in body.chunks_exact_mut(8).zip(body_src.chunks_exact(64)) {
-            let out = line.as_mut_ptr() as *mut __m128i;
-            for q in 0..4 {
-                // SAFETY: `out` is a 64-byte aligned line of 8 slots (by `head`), so quarter q
-                // is an aligned 16-byte slot inside it; `words` has 64 bytes to read.
-                unsafe {
-                    let v = _mm_loadu_si128(words.as_ptr().add(16 * q) as *const __m128i);
-                    _mm_stream_si128(out.add(q), v);
-                }
+    // Ordinary stores up to the first 64-byte line, whole lines streamed, the rest ordinary.
+    let misaligned = (dst.as_ptr() as usize / 8) % 8;
+    let head = ((8 - misaligned) % 8).min(dst.len());
+    let lines = (dst.len() - head) / 8;
+    let (first, rest) = dst.split_at_mut(head);
+    let (body, tail) = rest.split_at_mut(8 * lines);
+    write_le_words(first, &src[..8 * head]);
+    let body_src = &src[8 * head..8 * (head + 8 * lines)];
+    for (line, words) in body.chunks_exact_mut(8).zip(body_src.chunks_exact(64)) {
+        let out = line.as_mut_ptr() as *mut __m128i;
+        for q in 0..4 {
+            // SAFETY: `out` is a 64-byte aligned line of 8 slots (by `head`), so quarter q is an
+            // aligned 16-byte slot inside it; `words` has 64 bytes to read. x86-64 is little
+            // endian, so the bytes are the words.
+            unsafe {
+                let v = _mm_loadu_si128(words.as_ptr().add(16 * q) as *const __m128i);
+                _mm_stream_si128(out.add(q), v);
             }
         }
-        write_le_words(tail, &src[8 * (head + 8 * lines)..]);
-        // Streaming stores are weakly ordered: fence them before the chunk is counted written
-        // and handed to another thread.
-        // SAFETY: SSE2 is part of x86-64.
-        unsafe { _mm_sfence() };
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    write_le_words(dst, src);
+    write_le_words(tail, &src[8 * (head + 8 * lines)..]);
+    // Streaming stores are weakly ordered: fence them before the chunk is counted written and
+    // handed to another thread.
+    // SAFETY: SSE2 is part of x86-64.
+    unsafe { _mm_sfence() };
 }
 
 fn write_le_words(dst: &mut [MaybeUninit<u64>], src: &[u8]) {
@@ -407,7 +404,7 @@ impl<'a> FreshCut<'a> {
         if self.stream {
             with_scratch(self.len(), |buf| {
                 key.fill_at(nonce, purpose, start, buf);
-                self.init_streamed(bytemuck::cast_slice(buf));
+                self.init_streamed(buf);
             });
         } else {
             key.fill_uninit_at(nonce, purpose, start, self.data);
@@ -416,16 +413,38 @@ impl<'a> FreshCut<'a> {
         }
     }
 
-    /// Writes the chunk from the little-endian words in `bytes` (8 per element; panics on
-    /// another length), for a pass that forms the values in scratch memory and writes them
-    /// once: streamed past the caches in a large vector ([`STREAM_MIN`]), else copied.
-    pub fn init_streamed(self, bytes: &[u8]) {
+    /// Writes the chunk from `words` (panics on another length), for a pass that forms the
+    /// values in scratch memory and writes them once: streamed past the caches in a large
+    /// vector ([`STREAM_MIN`]), else copied.
+    pub fn init_streamed(self, words: &[u64]) {
+        #[cfg(target_arch = "x86_64")]
+        self.init_streamed_le(bytemuck::cast_slice(words));
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            assert_eq!(
+                words.len(),
+                self.data.len(),
+                "init_streamed: lengths differ"
+            );
+            for (o, &w) in self.data.iter_mut().zip(words) {
+                o.write(w);
+            }
+            // SAFETY: the loop wrote every slot (the lengths are equal).
+            unsafe { self.counted() };
+        }
+    }
+
+    /// [`FreshCut::init_streamed`] from little-endian words on the wire (8 bytes each).
+    pub fn init_streamed_le(self, bytes: &[u8]) {
+        #[cfg(target_arch = "x86_64")]
         if self.stream {
             stream_le_words(self.data, bytes);
-        } else {
-            write_le_words(self.data, bytes);
+            // SAFETY: `stream_le_words` wrote every slot (or panicked on a short `bytes`).
+            unsafe { self.counted() };
+            return;
         }
-        // SAFETY: both writers write every slot (or panic on a short `bytes`).
+        write_le_words(self.data, bytes);
+        // SAFETY: `write_le_words` wrote every slot (or panicked on a short `bytes`).
         unsafe { self.counted() };
     }
 
@@ -671,6 +690,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn streamed_words_match_a_plain_copy_at_every_alignment_and_length() {
         // Heads, whole 64-byte lines and tails in every combination: the destination starts
         // at each word of a line and the lengths straddle line boundaries.
@@ -681,7 +701,8 @@ mod tests {
             for len in [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 130, 291] {
                 let mut buf = vec![MaybeUninit::new(u64::MAX); 300 + 16];
                 let dst = &mut buf[offset..offset + len];
-                stream_le_words(dst, bytemuck::cast_slice(&src[..len]));
+                let bytes: Vec<u8> = src[..len].iter().flat_map(|w| w.to_le_bytes()).collect();
+                stream_le_words(dst, &bytes);
                 // SAFETY: the whole buffer was initialised at creation.
                 let all = unsafe { assume_written(&mut buf) };
                 assert_eq!(
@@ -702,7 +723,7 @@ mod tests {
             assert_eq!(v.stream, n >= STREAM_MIN);
             run(n, v.cut(), &|start, len, c| {
                 let vals: Vec<u64> = (start..start + len).map(|i| i as u64 ^ 0x55).collect();
-                c.init_streamed(bytemuck::cast_slice(&vals));
+                c.init_streamed(&vals);
             });
             let v = v.into_vec();
             assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64 ^ 0x55));

@@ -88,7 +88,7 @@ pub fn decode_words(
     // Into fresh capacity, not a zeroed vector (a fill of the whole length before the copy),
     // and streamed past the caches when the vector is large.
     let mut out = crate::fused::Fresh::new(n);
-    out.cut().init_streamed(bytes);
+    out.cut().init_streamed_le(bytes);
     Ok(out.into_vec())
 }
 
