@@ -500,36 +500,37 @@ impl<'v> APiece<'v> {
     }
 
     fn vals(&mut self) -> &mut [u64] {
+        self.parts().0
+    }
+
+    /// The values, and for a pooled piece the fresh chunk that the last stage's pass streams
+    /// them to (then [`APiece::release`]).
+    fn parts(&mut self) -> (&mut [u64], Option<FreshCut<'_>>) {
         match self {
-            APiece::InPlace(z) => z,
-            APiece::Pooled(buf, dest) => &mut buf[..dest.len()],
+            APiece::InPlace(z) => (z, None),
+            APiece::Pooled(buf, dest) => (&mut buf[..dest.len()], Some(dest.cut())),
         }
     }
 
-    /// After the last stage: a pooled piece's values go to its fresh vector.
-    fn finish(self) {
-        self.finish_with(&|_, _| {});
+    /// After the last stage's pass wrote the values out: the buffer goes back to the pool.
+    fn release(self) {
+        if let APiece::Pooled(buf, dest) = self {
+            dest.into_written();
+            PIECE_POOL.with(|p| p.borrow_mut().push(buf));
+        }
     }
 
-    /// The last stage's pass: `last(at, vals)` on each chunk of the piece, and a pooled
-    /// piece's chunk then goes straight to its fresh vector (one pass, not two).
-    fn finish_with(self, last: &(impl Fn(usize, &mut [u64]) + Sync)) {
-        match self {
-            APiece::InPlace(z) => fused::run(z.len(), Cut::words(z), &|at, _, v| last(at, v.data)),
-            APiece::Pooled(mut buf, mut dest) => {
-                let m = dest.len();
-                fused::run(
-                    m,
-                    (Cut::words(&mut buf[..m]), dest.cut()),
-                    &|at, _, (v, out)| {
-                        last(at, v.data);
-                        out.init_streamed(v.data);
-                    },
-                );
-                dest.into_written();
-                PIECE_POOL.with(|p| p.borrow_mut().push(buf));
+    /// The last stage as a pass of its own: `last(at, vals)` on each chunk of the piece, which a
+    /// pooled piece then streams to its fresh vector in the same pass.
+    fn finish_with(mut self, last: &(impl Fn(usize, &mut [u64]) + Sync)) {
+        let (vals, out) = self.parts();
+        fused::run(vals.len(), (Cut::words(vals), out), &|at, _, (v, out)| {
+            last(at, v.data);
+            if let Some(out) = out {
+                out.init_streamed(v.data);
             }
-        }
+        });
+        self.release();
     }
 }
 
@@ -647,8 +648,10 @@ impl R12Stages<'_, '_> {
         mut piece: APiece<'v>,
         mut c: FreshPiece<'_>,
     ) -> Result<Option<APiece<'v>>> {
-        let a = piece.vals();
         let (cx, d, robust) = (self.cx, self.d, self.robust);
+        // The fast method's last stage is this one: its pass streams c2 out as well.
+        let (a, c2_out) = piece.parts();
+        let c2_out = if robust { None } else { c2_out };
         let nonce = cx.nonce;
         let high = 64 - d;
         let theirs = match self.terms {
@@ -673,10 +676,10 @@ impl R12Stages<'_, '_> {
         let offset = 1u64 << (62 - d);
         let narrow = if robust { packed_len(m, d) } else { 0 };
         let mut y = Frame::new(narrow);
-        let parts = (Cut::words(&mut *a), c.cut(), y.cut().packed(d));
+        let parts = (Cut::words(&mut *a), c.cut(), y.cut().packed(d), c2_out);
         if self.role == 1 {
             let k1 = cx.prf_rel(1);
-            fused::run(m, parts, &|at, len, (a, delta, y)| {
+            fused::run(m, parts, &|at, len, (a, delta, y, c2_out)| {
                 let start = first + at;
                 complete(at, a.data);
                 let words = if robust { narrow_words(len, 2, d) } else { 0 };
@@ -687,6 +690,9 @@ impl R12Stages<'_, '_> {
                     k1.fill_at(nonce, P_DELTA, start, dl);
                     if !robust {
                         a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
+                        if let Some(out) = c2_out {
+                            out.init_streamed(a.data);
+                        }
                     } else {
                         let r = narrow_chunk(cx, 1, start, 2, d, w);
                         with_lanes!(r, r => {
@@ -707,12 +713,15 @@ impl R12Stages<'_, '_> {
         } else {
             let frame = cx.recv(0)?;
             let from0 = split_frame(cx.label, cx.abs(0), &frame, &[8 * m, narrow])?;
-            fused::run(m, parts, &|at, len, (a, c, y)| {
+            fused::run(m, parts, &|at, len, (a, c, y, c2_out)| {
                 let start = first + at;
                 c.init_streamed_le(&from0[0][8 * at..8 * (at + len)]);
                 complete(at, a.data);
                 if !robust {
                     a.data.iter_mut().for_each(|x| *x = ceil_shift(*x, d));
+                    if let Some(out) = c2_out {
+                        out.init_streamed(a.data);
+                    }
                     return;
                 }
                 let words = narrow_words(len, 1, d);
@@ -740,7 +749,7 @@ impl R12Stages<'_, '_> {
         if robust {
             return Ok(Some(piece));
         }
-        piece.finish();
+        piece.release();
         Ok(None)
     }
 

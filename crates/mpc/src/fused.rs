@@ -57,6 +57,19 @@ impl<T: Send> Parts for Cut<'_, T> {
     }
 }
 
+/// An output that only some passes have (cut when present).
+impl<P: Parts> Parts for Option<P> {
+    fn split_at(self, elem: usize) -> (Self, Self) {
+        match self {
+            Some(p) => {
+                let (a, b) = p.split_at(elem);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        }
+    }
+}
+
 macro_rules! tuple_parts {
     ($($p:ident $i:tt),+) => {
         impl<$($p: Parts),+> Parts for ($($p,)+) {
